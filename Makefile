@@ -1,0 +1,50 @@
+# citeqa: `make serve` and `make test` are the two set-up commands.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+SAMPLE := data/hf-papers-page.txt
+
+.PHONY: serve test install install-dev ingest bench bench-ingest lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## serve: install, ingest the sample corpus if the store is empty, run the API
+serve: install
+	$(BIN)/citeqa ingest $(SAMPLE) --if-empty
+	$(BIN)/citeqa serve --host $(HOST) --port $(PORT)
+
+## ingest: (re-)ingest the sample corpus; unchanged papers cost nothing
+ingest: install
+	$(BIN)/citeqa ingest $(SAMPLE)
+
+## test: the whole suite, real Chroma (embedded and server) and the real model
+test: install-dev
+	$(BIN)/pytest
+
+## bench: speed against baselines in the same run; writes reports/
+bench: install-dev
+	$(BIN)/python -m evals.bench.ingest
+
+bench-ingest: bench
+
+lint: install-dev
+	$(BIN)/ruff check rag ingest api evals tests
+
+clean:
+	rm -rf $(VENV) .citeqa reports .pytest_cache

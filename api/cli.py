@@ -1,0 +1,168 @@
+"""`citeqa`: the command line (ingest, search, serve)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from rag.settings import Settings
+
+app = typer.Typer(
+    help="Question answering over research-paper abstracts, with citations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "hf-papers-page.txt"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"citeqa: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _fail(f"bad configuration: {problems}")
+
+
+def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from rag.store import StoreUnavailable, open_store
+
+    try:
+        return open_store(settings)
+    except StoreUnavailable as exc:
+        _fail(str(exc), 3)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[str], typer.Argument(help="Files to ingest (listing .txt, .jsonl, .csv, .bib).")
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="listing, jsonl, csv or bibtex; default: from the extension."
+        ),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Remove stored papers that are not in the input.")
+    ] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Do nothing if the store already holds papers.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Papers per write batch.")] = 256,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log each batch to stderr.")
+    ] = False,
+) -> None:
+    """Chunk, embed and upsert abstracts into the store. Unchanged papers cost nothing."""
+    from ingest.job import IngestJob
+    from ingest.loaders import SourceError, check_readable, detect_format
+    from rag.embeddings import make_embeddings
+    from rag.store import StoreUnavailable
+
+    try:
+        for path in paths:
+            check_readable(path)
+            if fmt is None:
+                detect_format(path)
+    except SourceError as exc:
+        _fail(str(exc))
+    settings = _settings()
+    store = _open_store(settings)
+    if if_empty and store.count() > 0:
+        typer.echo(f"store already holds {store.paper_count()} papers; nothing to do", err=True)
+        return
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    job = IngestJob(store, make_embeddings(settings), settings, papers_per_batch=batch)
+    try:
+        summary = job.run(paths, fmt=fmt, prune=prune)
+    except SourceError as exc:
+        _fail(str(exc))
+    except StoreUnavailable as exc:
+        _fail(str(exc), 3)
+    if as_json:
+        typer.echo(json.dumps(summary.to_json(), ensure_ascii=False))
+    else:
+        typer.echo(summary.to_text())
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many papers.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Papers whose abstracts are closest to QUERY, with score and best passage."""
+    from rag.embeddings import make_embeddings
+    from rag.retrieve import search_papers
+
+    if not query.strip():
+        _fail("the query is empty")
+    settings = _settings()
+    store = _open_store(settings)
+    hits = search_papers(query, store, make_embeddings(settings), k)
+    if as_json:
+        keys = ("paper_id", "title", "score", "snippet")
+        typer.echo(
+            json.dumps(
+                {"results": [{key: h.to_json()[key] for key in keys} for h in hits]},
+                ensure_ascii=False,
+            )
+        )
+        return
+    if not hits:
+        typer.echo("no results (is the store empty? run `citeqa ingest`)")
+    for i, h in enumerate(hits, 1):
+        typer.echo(f"{i}. [{h.score:.3f}] {h.title}  ({h.paper_id})")
+        typer.echo(f"   {h.snippet[:240]}{'…' if len(h.snippet) > 240 else ''}")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default CITEQA_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CITEQA_PORT or 8000).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP API under uvicorn."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=log_level,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Ingestion: read abstracts from files, chunk, embed and upsert them into the store."""

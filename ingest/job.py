@@ -1,0 +1,265 @@
+"""The ingestion job: read, diff against the store, chunk, embed, upsert, prune.
+
+Re-runnable by construction. Every chunk record carries its paper's content
+hash and chunk count, so a paper is "unchanged" only when the store holds
+exactly its chunks `0..n-1`, all written from the same content. Anything
+else (new, changed, or half-written by a killed run) is re-embedded and
+upserted, then the paper's stale chunk ids are deleted. Writes are
+idempotent upserts keyed by `paper_id#chunk_index`, so a run killed at any
+point and run again ends in the state of one clean run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from tqdm import tqdm
+
+from ingest.chunk import chunk_paper, embed_text
+from ingest.loaders import Skipped, check_readable, load
+from rag.settings import Settings
+from rag.store import Store, StoredChunk
+from rag.types import Chunk, Paper
+
+PAPERS_PER_BATCH = 256
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestSummary:
+    papers_read: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per skipped record: file, line and reason."""
+    prune_note: str | None = None
+
+    @property
+    def papers_per_second(self) -> float:
+        return self.papers_read / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        data["papers_per_second"] = round(self.papers_per_second, 2)
+        return data
+
+    def to_text(self) -> str:
+        lines = [f"skipped {e['file']}:{e['line']}: {e['reason']}" for e in self.errors]
+        lines.append(
+            f"{self.papers_read} papers read: {self.added} added, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.skipped} skipped"
+            + (f", {self.pruned} pruned" if self.pruned else "")
+        )
+        lines.append(
+            f"{self.chunks_written} chunks written, {self.chunks_deleted} deleted in "
+            f"{self.seconds:.2f}s ({self.papers_per_second:.1f} papers/s)"
+        )
+        if self.prune_note:
+            lines.append(self.prune_note)
+        return "\n".join(lines)
+
+
+def chunk_metadata(paper: Paper, chunk: Chunk, n_chunks: int, paper_hash: str) -> dict[str, Any]:
+    """What each chunk record carries. Chroma takes no None and no empty lists."""
+    meta: dict[str, Any] = {
+        "paper_id": paper.paper_id,
+        "title": paper.title,
+        "chunk_index": chunk.chunk_index,
+        "start": chunk.start,
+        "end": chunk.end,
+        "n_chunks": n_chunks,
+        "paper_hash": paper_hash,
+    }
+    if paper.url:
+        meta["url"] = paper.url
+    if paper.year is not None:
+        meta["year"] = paper.year
+    for key in ("authors", "categories", "code_links"):
+        if getattr(paper, key):
+            meta[key] = list(getattr(paper, key))
+    if chunk.chunk_index == 0:
+        # The whole abstract rides on chunk 0, so papers can be shown without a second store.
+        meta["abstract"] = paper.abstract
+        if paper.extra:
+            meta["extra"] = json.dumps(paper.extra, ensure_ascii=False, sort_keys=True)
+    return meta
+
+
+def is_current(stored: list[StoredChunk], paper_id: str, paper_hash: str) -> bool:
+    """True when the store holds exactly this content's chunks, all of them."""
+    if not stored:
+        return False
+    n = stored[0].metadata.get("n_chunks")
+    if not isinstance(n, int) or len(stored) != n:
+        return False
+    if any(s.metadata.get("paper_hash") != paper_hash for s in stored):
+        return False
+    return {s.id for s in stored} == {f"{paper_id}#{i}" for i in range(n)}
+
+
+@dataclass
+class _Pending:
+    paper: Paper
+    paper_hash: str
+    chunks: list[Chunk]
+    stale_ids: list[str]
+
+
+class IngestJob:
+    def __init__(
+        self,
+        store: Store,
+        embeddings: Embeddings,
+        settings: Settings,
+        *,
+        progress: bool | None = None,
+        papers_per_batch: int = PAPERS_PER_BATCH,
+    ) -> None:
+        self.papers_per_batch = papers_per_batch
+        self.store = store
+        self.embeddings = embeddings
+        self.settings = settings
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def run(
+        self, paths: Sequence[str], *, fmt: str | None = None, prune: bool = False
+    ) -> IngestSummary:
+        for path in paths:
+            check_readable(path)  # fail before touching the store
+        started = time.perf_counter()
+        summary = IngestSummary()
+        seen: dict[str, str] = {}
+        bar = tqdm(
+            desc="ingest", unit="paper", disable=not self.progress, file=sys.stderr, leave=False
+        )
+        try:
+            papers = self._papers(paths, fmt, summary, seen, bar)
+            for number, batch in enumerate(_batched(papers, self.papers_per_batch), 1):
+                self._write_batch(batch, summary)
+                log.info(
+                    "batch %d done: %d papers read, %d chunks written",
+                    number,
+                    summary.papers_read,
+                    summary.chunks_written,
+                )
+                bar.set_postfix(
+                    added=summary.added, updated=summary.updated, chunks=summary.chunks_written
+                )
+        finally:
+            bar.close()
+        if prune:
+            self._prune(seen, summary)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _papers(
+        self,
+        paths: Sequence[str],
+        fmt: str | None,
+        summary: IngestSummary,
+        seen: dict[str, str],
+        bar: tqdm,
+    ) -> Iterator[Paper]:
+        for path in paths:
+            for line, item in load(path, fmt):
+                if isinstance(item, Skipped):
+                    summary.skipped += 1
+                    summary.errors.append(asdict(item))
+                    continue
+                summary.papers_read += 1
+                bar.update(1)
+                where = f"{path}:{line}"
+                if item.paper_id in seen:
+                    summary.skipped += 1
+                    summary.papers_read -= 1
+                    reason = f"duplicate paper id {item.paper_id} (first at {seen[item.paper_id]})"
+                    summary.errors.append(asdict(Skipped(path, line, reason)))
+                    continue
+                seen[item.paper_id] = where
+                yield item
+
+    def _write_batch(self, papers: list[Paper], summary: IngestSummary) -> None:
+        stored = self.store.chunks_of(p.paper_id for p in papers)
+        pending: list[_Pending] = []
+        for paper in papers:
+            paper_hash = paper.content_hash()
+            existing = stored.get(paper.paper_id, [])
+            if is_current(existing, paper.paper_id, paper_hash):
+                summary.unchanged += 1
+                continue
+            if existing:
+                summary.updated += 1
+            else:
+                summary.added += 1
+            chunks = chunk_paper(paper, self.settings.chunking.size, self.settings.chunking.overlap)
+            new_ids = {c.id for c in chunks}
+            stale = [s.id for s in existing if s.id not in new_ids]
+            pending.append(_Pending(paper, paper_hash, chunks, stale))
+        self._embed_and_upsert(pending, summary)
+
+    def _embed_and_upsert(self, pending: list[_Pending], summary: IngestSummary) -> None:
+        rows = [(p, c) for p in pending for c in p.chunks]
+        step = max(1, min(self.store.max_batch_size, self.settings.embedding.batch_size * 4))
+        for lo in range(0, len(rows), step):
+            part = rows[lo : lo + step]
+            vectors = self.embeddings.embed_documents([embed_text(p.paper, c) for p, c in part])
+            self.store.upsert(
+                ids=[c.id for _, c in part],
+                embeddings=vectors,
+                documents=[c.text for _, c in part],
+                metadatas=[
+                    chunk_metadata(p.paper, c, len(p.chunks), p.paper_hash) for p, c in part
+                ],
+            )
+            summary.chunks_written += len(part)
+        # Only after every new chunk of a paper is in: drop chunk ids the new version lacks.
+        stale = [sid for p in pending for sid in p.stale_ids]
+        if stale:
+            self.store.delete(stale)
+            summary.chunks_deleted += len(stale)
+
+    def _prune(self, seen: dict[str, str], summary: IngestSummary) -> None:
+        if summary.skipped:
+            # A record we could not read may be a paper we already hold: keep it.
+            summary.prune_note = (
+                f"prune not done: {summary.skipped} record(s) were skipped, and a skipped "
+                "record may be a stored paper; fix them and run again"
+            )
+            return
+        gone = [
+            (cid, str(meta["paper_id"]))
+            for cid, _, meta in self.store.iter_chunks()
+            if str(meta["paper_id"]) not in seen
+        ]
+        gone_ids = [cid for cid, _ in gone]
+        papers = {pid for _, pid in gone}
+        if gone_ids:
+            self.store.delete(gone_ids)
+        summary.pruned = len(papers)
+        summary.chunks_deleted += len(gone_ids)
+
+
+def _batched(items: Iterable[Paper], n: int) -> Iterator[list[Paper]]:
+    batch: list[Paper] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

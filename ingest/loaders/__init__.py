@@ -1,0 +1,79 @@
+"""Loaders turn one source file into papers, and records they cannot use into `Skipped`.
+
+A loader never raises for a bad record: it yields `Skipped(file, line, reason)`
+and goes on, so one malformed record cannot cost the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+from ingest.loaders.arxiv_jsonl import load_jsonl
+from ingest.loaders.bibtex import load_bibtex
+from ingest.loaders.common import RecordError, Skipped
+from ingest.loaders.csv import load_csv
+from ingest.loaders.listing import load_listing
+from rag.types import Paper
+
+Format = Literal["listing", "jsonl", "csv", "bibtex"]
+FORMATS: dict[str, Callable[[str], Iterator[tuple[int, Paper | Skipped]]]] = {
+    "listing": load_listing,
+    "jsonl": load_jsonl,
+    "csv": load_csv,
+    "bibtex": load_bibtex,
+}
+_BY_SUFFIX = {
+    ".txt": "listing",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".bib": "bibtex",
+    ".bibtex": "bibtex",
+}
+
+
+class SourceError(Exception):
+    """A whole source cannot be read (missing, unreadable, unknown format)."""
+
+
+def detect_format(path: str) -> str:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in _BY_SUFFIX:
+        raise SourceError(
+            f"{path}: cannot tell the format from '{suffix or 'no extension'}'; "
+            f"use --format ({', '.join(FORMATS)})"
+        )
+    return _BY_SUFFIX[suffix]
+
+
+def check_readable(path: str) -> None:
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise SourceError(f"{path}: is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"{path}: not readable (permission denied)")
+
+
+def load(path: str, fmt: str | None = None) -> Iterator[tuple[int, Paper | Skipped]]:
+    """(line, paper or skipped record) from one file, in file order."""
+    check_readable(path)
+    name = fmt or detect_format(path)
+    if name not in FORMATS:
+        raise SourceError(f"unknown format '{name}' (known: {', '.join(FORMATS)})")
+    return FORMATS[name](path)
+
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "RecordError",
+    "Skipped",
+    "SourceError",
+    "check_readable",
+    "detect_format",
+    "load",
+]

@@ -1,0 +1,75 @@
+"""JSON Lines in the shape of the arXiv metadata snapshot, streamed line by line.
+
+Fields used: id, title, abstract, authors (or authors_parsed), categories,
+update_date (or year), doi, url. Anything else stays out of the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from ingest.loaders.common import RecordError, Skipped, make_paper, open_text, split_names
+from rag.types import Paper
+
+
+def _authors(record: dict) -> tuple[str, ...]:
+    parsed = record.get("authors_parsed")
+    if isinstance(parsed, list) and parsed:
+        names = []
+        for item in parsed:
+            if isinstance(item, list) and item:
+                last, first = str(item[0]), str(item[1]) if len(item) > 1 else ""
+                names.append(f"{first} {last}".strip())
+        if names:
+            return tuple(names)
+    authors = record.get("authors")
+    if isinstance(authors, list):
+        return split_names(authors)
+    if isinstance(authors, str):
+        return tuple(n for part in split_names(authors, ",") for n in split_names(part, " and "))
+    return ()
+
+
+def record_to_paper(record: object) -> Paper:
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+    categories = record.get("categories") or ()
+    if isinstance(categories, str):
+        categories = tuple(categories.split())
+    extra = {}
+    if record.get("doi"):
+        extra["doi"] = str(record["doi"])
+    return make_paper(
+        title=record.get("title"),
+        abstract=record.get("abstract"),
+        arxiv_id=str(record["id"]) if record.get("id") is not None else None,
+        authors=_authors(record),
+        year=record.get("year") or record.get("update_date"),
+        url=record.get("url") if isinstance(record.get("url"), str) else None,
+        categories=tuple(str(c) for c in categories)
+        if isinstance(categories, list | tuple)
+        else (),
+        extra=extra,
+    )
+
+
+def load_jsonl(path: str) -> Iterator[tuple[int, Paper | Skipped]]:
+    with open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                yield (
+                    number,
+                    Skipped(
+                        path, number, f"not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+                    ),
+                )
+                continue
+            try:
+                yield number, record_to_paper(record)
+            except RecordError as exc:
+                yield number, Skipped(path, number, str(exc))

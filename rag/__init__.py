@@ -1,0 +1,1 @@
+"""citeqa core library: settings, store, embeddings, retrieval."""

@@ -1,0 +1,142 @@
+"""Shared fixtures: an isolated data dir per test, the real embedding model
+loaded once, a real Chroma holding the sample corpus, and a `chroma run`
+server on a loopback port."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.embeddings import Embeddings
+
+from rag.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "hf-papers-page.txt"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No test reads the developer's store or configuration."""
+    for key in list(os.environ):
+        if key.startswith("CITEQA_") or key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            monkeypatch.delenv(key)
+    data_dir = tmp_path / "citeqa-data"
+    monkeypatch.setenv("CITEQA_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    yield data_dir
+    get_settings.cache_clear()
+
+
+class FakeEmbeddings(Embeddings):
+    """Deterministic bag-of-words vectors: for unit tests where the model adds nothing."""
+
+    dim = 64
+
+    def _vec(self, text: str) -> list[float]:
+        v = [0.0] * self.dim
+        for word in text.lower().split():
+            v[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        norm = math.sqrt(sum(x * x for x in v)) or 1.0
+        return [x / norm for x in v]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self._vec(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vec(text)
+
+
+@pytest.fixture
+def fake_embeddings() -> FakeEmbeddings:
+    return FakeEmbeddings()
+
+
+@pytest.fixture(scope="session")
+def embeddings() -> Embeddings:
+    """The real all-MiniLM-L6-v2, loaded once for the whole run."""
+    from rag.embeddings import make_embeddings
+
+    emb = make_embeddings(Settings(data_dir=Path("/nonexistent-unused")))
+    emb.load()  # type: ignore[attr-defined]
+    return emb
+
+
+@pytest.fixture(scope="session")
+def sample_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("sample-store"))
+
+
+@pytest.fixture(scope="session")
+def sample_store(sample_settings: Settings, embeddings: Embeddings):  # type: ignore[no-untyped-def]
+    """A real embedded Chroma holding the sample corpus, ingested once."""
+    from ingest.job import IngestJob
+    from rag.store import open_store
+
+    store = open_store(sample_settings)
+    summary = IngestJob(store, embeddings, sample_settings, progress=False).run([str(SAMPLE)])
+    assert summary.added > 50 and summary.skipped == 0
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `chroma run` server on a loopback port; yields its URL."""
+    chroma = shutil.which("chroma", path=str(VENV_BIN)) or shutil.which("chroma")
+    assert chroma, "the chroma CLI (from the chromadb package) is not installed"
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = open(path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [chroma, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/api/v2/heartbeat", proc=proc)
+        yield url
+    finally:
+        stop(proc)
+        log.close()

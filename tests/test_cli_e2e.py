@@ -1,0 +1,101 @@
+"""The console script and a real uvicorn, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SAMPLE, VENV_BIN, free_port, stop, wait_http
+
+pytestmark = pytest.mark.slow
+CITEQA = str(VENV_BIN / "citeqa")
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITEQA_")}
+    env["CITEQA_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def test_missing_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [CITEQA, "ingest", str(tmp_path / "nope.jsonl")],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"citeqa: {tmp_path / 'nope.jsonl'}: no such file"]
+    assert not (tmp_path / "chroma").exists()  # failed before touching the store
+
+
+def test_ingest_search_and_serve(tmp_path: Path) -> None:
+    env = _env(tmp_path / "data")
+    r = subprocess.run(
+        [CITEQA, "ingest", str(SAMPLE), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert {
+        "papers_read",
+        "added",
+        "updated",
+        "unchanged",
+        "skipped",
+        "chunks_written",
+        "seconds",
+    } <= summary.keys()
+    assert summary["added"] == 61 and summary["skipped"] == 0 and summary["chunks_written"] > 61
+
+    r = subprocess.run(
+        [CITEQA, "ingest", str(SAMPLE), "--if-empty"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "already holds 61 papers" in r.stderr
+
+    r = subprocess.run(
+        [CITEQA, "search", "learning to rank with biased clicks", "--k", "2", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)["results"]
+    assert len(results) == 2
+    assert set(results[0]) == {"paper_id", "title", "score", "snippet"}
+    assert results[0]["title"] == "Unbiased Learning to Rank with Unbiased Propensity Estimation"
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [CITEQA, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz", timeout=120, proc=proc)
+        ready = httpx.get(f"{base}/readyz", timeout=10).json()
+        assert ready["store"]["papers"] == 61
+        r2 = httpx.get(
+            f"{base}/v1/search",
+            params={"q": "learning to rank with biased clicks", "k": 2},
+            timeout=30,
+        )
+        assert r2.status_code == 200
+        assert [x["paper_id"] for x in r2.json()["results"]] == [x["paper_id"] for x in results]
+    finally:
+        stop(proc)
+        log.close()

@@ -1,0 +1,183 @@
+"""Loaders: every format yields papers, and reports bad records with their line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ingest.loaders import Skipped, SourceError, load
+from ingest.loaders.common import normalise_arxiv_id, slug_id
+from tests.conftest import SAMPLE
+
+
+def _split(items):
+    papers = [(line, i) for line, i in items if not isinstance(i, Skipped)]
+    skipped = [i for _, i in items if isinstance(i, Skipped)]
+    return papers, skipped
+
+
+def test_listing_sample_pairs_every_title_with_its_abstract() -> None:
+    papers, skipped = _split(list(load(str(SAMPLE))))
+    assert skipped == []
+    assert len(papers) == 61
+    line, first = papers[0]
+    assert line == 11  # the page chrome above it is not a paper
+    assert first.title.startswith("HelixSurf: A Robust and Efficient")
+    assert first.abstract.startswith("Recovery of an underlying scene geometry")
+    assert first.code_links == ("https://github.com/Gorilla-Lab-SCUT/HelixSurf",)
+    titles = [p.title for _, p in papers]
+    assert "Subscribe" not in titles and "new" not in titles
+    assert len({p.paper_id for _, p in papers}) == 61
+    assert all(len(p.abstract) > 200 for _, p in papers)
+
+
+def test_listing_reports_a_title_without_abstract(tmp_path: Path) -> None:
+    src = tmp_path / "page.txt"
+    long = "This abstract sentence is long enough to count as an abstract paragraph. " * 4
+    src.write_text(
+        f"new\n\nSubscribe\n\nFirst Paper\n\n{long}\n\nOrphan Title\n\nSecond\n\n{long}\n"
+    )
+    papers, skipped = _split(list(load(str(src))))
+    assert [p.title for _, p in papers] == ["First Paper", "Second"]
+    assert [(s.line, s.reason) for s in skipped] == [(9, "title with no abstract after it")]
+
+
+def test_paper_ids_are_stable_slugs_or_arxiv_ids() -> None:
+    assert slug_id("Scaling MLPs: A Tale of Inductive Bias") == slug_id(
+        "Scaling  MLPs: A Tale of Inductive Bias"
+    )
+    assert slug_id("Scaling MLPs: A Tale of Inductive Bias").startswith("scaling-mlps-a-tale-")
+    assert normalise_arxiv_id("2301.01234v3") == "2301.01234"
+    assert normalise_arxiv_id("https://arxiv.org/abs/2301.01234v1") == "2301.01234"
+    assert normalise_arxiv_id("hep-th/9901001") == "hep-th/9901001"
+    assert normalise_arxiv_id("not-an-id") is None
+
+
+def test_jsonl_streams_records_and_skips_bad_lines(tmp_path: Path) -> None:
+    good = {
+        "id": "2106.09685",
+        "title": "LoRA:\n Low-Rank Adaptation",
+        "abstract": "  We propose low-rank adaptation.\n It works.  ",
+        "authors": "Edward Hu, Yelong Shen and Phillip Wallis",
+        "categories": "cs.CL cs.LG",
+        "update_date": "2021-10-18",
+    }
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({"id": "2000.00001", "title": "No abstract here"}),
+        "",
+        json.dumps({"title": "  ", "abstract": "Text"}),
+        json.dumps(["a", "list"]),
+        json.dumps(
+            {
+                "title": "Kept",
+                "abstract": "A second good one.",
+                "authors_parsed": [["Doe", "Jane", ""], ["Roe", "Rick", ""]],
+            }
+        ),
+    ]
+    src = tmp_path / "arxiv.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    papers, skipped = _split(list(load(str(src))))
+    assert [line for line, _ in papers] == [1, 7]
+    lora = papers[0][1]
+    assert lora.paper_id == "2106.09685"
+    assert lora.title == "LoRA: Low-Rank Adaptation"
+    assert lora.abstract == "We propose low-rank adaptation. It works."
+    assert lora.authors == ("Edward Hu", "Yelong Shen", "Phillip Wallis")
+    assert lora.categories == ("cs.CL", "cs.LG")
+    assert lora.year == 2021
+    assert lora.url == "https://arxiv.org/abs/2106.09685"
+    assert papers[1][1].authors == ("Jane Doe", "Rick Roe")
+    assert [(s.line, s.reason.split(" (")[0]) for s in skipped] == [
+        (2, "not valid JSON"),
+        (3, "no abstract"),
+        (5, "empty title"),
+        (6, "expected a JSON object, got list"),
+    ]
+    assert all(s.file == str(src) for s in skipped)
+
+
+def test_jsonl_bad_bytes_cost_one_record(tmp_path: Path) -> None:
+    src = tmp_path / "enc.jsonl"
+    ok = json.dumps({"title": "Fine", "abstract": "Readable text."}).encode()
+    bad = b'{"title": "Broken \xff\xfe", "abstract": "bytes"}'
+    src.write_bytes(ok + b"\n" + bad + b"\n" + ok.replace(b"Fine", b"Also fine") + b"\n")
+    papers, skipped = _split(list(load(str(src))))
+    assert [p.title for _, p in papers] == ["Fine", "Also fine"]
+    assert [(s.line, s.reason) for s in skipped] == [(2, "text is not valid UTF-8")]
+
+
+def test_csv_keeps_extra_columns_and_reports_rows_by_line(tmp_path: Path) -> None:
+    src = tmp_path / "papers.csv"
+    src.write_text(
+        "Title,Abstract,venue,authors\n"
+        'Graph Nets,"Message passing,\nover graphs.",NeurIPS,Ann Lee; Bo Chen\n'
+        "No Abstract,,ICML,\n"
+        "Third,Short abstract.,ICLR,Cy\n"
+        "too,few\n"
+    )
+    papers, skipped = _split(list(load(str(src))))
+    assert [(line, p.title) for line, p in papers] == [(2, "Graph Nets"), (5, "Third")]
+    graph = papers[0][1]
+    assert graph.abstract == "Message passing, over graphs."
+    assert graph.extra == {"venue": "NeurIPS"}
+    assert graph.authors == ("Ann Lee", "Bo Chen")
+    assert [(s.line, s.reason) for s in skipped] == [
+        (4, "no abstract"),
+        (6, "expected 4 columns, found 2"),
+    ]
+
+
+def test_csv_without_required_columns_is_one_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "x.csv"
+    src.write_text("name,summary\na,b\n")
+    papers, skipped = _split(list(load(str(src))))
+    assert papers == [] and skipped[0].reason == "header needs 'title' and 'abstract' columns"
+
+
+def test_bibtex_entries_with_abstracts(tmp_path: Path) -> None:
+    src = tmp_path / "refs.bib"
+    src.write_text(
+        "@article{hu2021lora,\n"
+        "  title = {{LoRA}: Low-Rank Adaptation of Large Language Models},\n"
+        "  author = {Hu, Edward and Shen, Yelong},\n"
+        "  year = {2021},\n"
+        "  eprint = {2106.09685},\n"
+        "  archivePrefix = {arXiv},\n"
+        "  abstract = {We propose Low-Rank Adaptation, or LoRA, which freezes the weights.},\n"
+        "}\n"
+        "\n"
+        "@inproceedings{noabs,\n"
+        "  title = {A Paper Without Abstract},\n"
+        "  year = 2020,\n"
+        "}\n"
+        "\n"
+        "@misc{caf\\'e,\n"
+        "  title = {Caf{\\'e} Models},\n"
+        "  abstract = {Na{\\\"i}ve baselines for caf{\\'e} queues.},\n"
+        "}\n"
+    )
+    papers, skipped = _split(list(load(str(src))))
+    lora = papers[0][1]
+    assert papers[0][0] == 1
+    assert lora.paper_id == "2106.09685"
+    assert lora.title == "LoRA: Low-Rank Adaptation of Large Language Models"
+    assert lora.authors == ("Hu, Edward", "Shen, Yelong")
+    assert lora.year == 2021
+    assert lora.extra["bibtex_key"] == "hu2021lora"
+    assert papers[1][1].title == "Café Models"
+    assert papers[1][1].abstract == "Naïve baselines for café queues."
+    assert [(s.line, s.reason) for s in skipped] == [(10, "entry 'noabs': no abstract")]
+
+
+def test_missing_file_and_unknown_extension(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such file"):
+        load(str(tmp_path / "nope.jsonl"))
+    odd = tmp_path / "data.xyz"
+    odd.write_text("x")
+    with pytest.raises(SourceError, match="--format"):
+        load(str(odd))
