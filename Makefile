@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 SAMPLE := data/hf-papers-page.txt
 
-.PHONY: serve test install install-dev ingest bench bench-ingest lint clean
+.PHONY: serve test install install-dev ingest bench bench-ingest eval lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,local]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,6 +42,10 @@ bench: install-dev
 	$(BIN)/python -m evals.bench.ingest
 
 bench-ingest: bench
+
+## eval: citeqa and the LangChain-tutorial baseline on the dev set; writes reports/eval.*
+eval: install-dev
+	$(BIN)/citeqa eval --out reports
 
 lint: install-dev
 	$(BIN)/ruff check rag ingest api evals tests

@@ -11,13 +11,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from langchain_core.embeddings import Embeddings
 
 from api.errors import install_error_handlers
-from api.routes import health, search
+from api.middleware import BodyLimit, Metrics, MetricsMiddleware
+from api.routes import chat, health, openai_compat, papers, search, web
+from api.security import Guard
+from rag.chain import build_chain
 from rag.embeddings import make_embeddings
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
+
+DESCRIPTION = """
+Question answering over research-paper abstracts: every claim in an answer
+carries a marker like [1] that maps to a paper and the passage supporting it,
+and questions the corpus does not cover are refused rather than answered.
+
+* `POST /v1/chat`: citeqa's own chat API (JSON or server-sent events).
+* `POST /v1/chat/completions`, `GET /v1/models`: the OpenAI wire format, for any
+  OpenAI client (`base_url="http://host:port/v1"`).
+* Reads need `Authorization: Bearer <key>` when `CITEQA_API_KEYS` is set;
+  writes always need the admin key (`CITEQA_ADMIN_KEY`).
+"""
 
 
 def create_app(
@@ -27,25 +44,47 @@ def create_app(
     embeddings: Embeddings | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
         app.state.store = store or open_store(settings)
         app.state.embeddings = embeddings or make_embeddings(settings)
         # Load the model before the first request, not during it.
         load = getattr(app.state.embeddings, "load", None)
         if callable(load):
             load()
+        app.state.chain = build_chain(
+            settings, store=app.state.store, embeddings=app.state.embeddings
+        )
+        app.state.chain.retriever.lexical.get()  # build or load BM25 before serving
         yield
 
     app = FastAPI(
         title="citeqa",
         summary="Question answering over research-paper abstracts, with citations.",
+        description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.guard = Guard(settings)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(search.router)
+    for module in (health, search, chat, openai_compat, papers, web):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    app.add_middleware(
+        BodyLimit,
+        default=settings.api.max_body_bytes,
+        per_path={"/v1/ingest": settings.api.max_upload_bytes},
+    )
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
     return app

@@ -103,21 +103,28 @@ def ingest(
         typer.echo(summary.to_text())
 
 
+def _chain(settings: Settings):  # type: ignore[no-untyped-def]
+    from rag.chain import build_chain
+
+    return build_chain(settings, store=_open_store(settings))
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many papers.")] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Papers whose abstracts are closest to QUERY, with score and best passage."""
-    from rag.embeddings import make_embeddings
+    """Papers for QUERY (hybrid dense + BM25), with score and best passage."""
     from rag.retrieve import search_papers
 
     if not query.strip():
         _fail("the query is empty")
+    if mode not in ("hybrid", "dense", "bm25"):
+        _fail(f"unknown mode '{mode}' (hybrid, dense, bm25)")
     settings = _settings()
-    store = _open_store(settings)
-    hits = search_papers(query, store, make_embeddings(settings), k)
+    hits = search_papers(query, _chain(settings).retriever, k, mode=mode)  # type: ignore[arg-type]
     if as_json:
         keys = ("paper_id", "title", "score", "snippet")
         typer.echo(
@@ -132,6 +139,74 @@ def search(
     for i, h in enumerate(hits, 1):
         typer.echo(f"{i}. [{h.score:.3f}] {h.title}  ({h.paper_id})")
         typer.echo(f"   {h.snippet[:240]}{'…' if len(h.snippet) > 240 else ''}")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="A question in natural language.")],
+    k: Annotated[int | None, typer.Option("--k", min=1, max=50, help="Papers to consider.")] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="extractive, openai or llamacpp (default CITEQA_LLM).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Answer QUESTION with a cited summary of the papers in the store."""
+    from rag.chain import Question
+
+    if not question.strip():
+        _fail("the question is empty")
+    if llm is not None and llm not in ("extractive", "openai", "llamacpp"):
+        _fail(f"unknown --llm '{llm}' (extractive, openai, llamacpp)")
+    settings = _settings()
+    answer = _chain(settings).invoke(Question(question, k=k, llm=llm))
+    if as_json:
+        typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+        return
+    typer.echo(answer.answer)
+    if answer.citations:
+        typer.echo("\nReferences")
+        for c in answer.citations:
+            typer.echo(f"[{c.n}] {c.title}" + (f" <{c.url}>" if c.url else f" ({c.paper_id})"))
+            typer.echo(f"    “{c.quote}”")
+    if answer.degraded:
+        typer.echo(f"\n(degraded: {answer.degraded_reason})", err=True)
+
+
+@app.command("eval")
+def evaluate(
+    dataset: Annotated[
+        Path | None, typer.Option(help="Questions (JSONL); default evals/data/dev.jsonl.")
+    ] = None,
+    llm: Annotated[
+        str, typer.Option(help="Generator for both configurations: extractive, openai, llamacpp.")
+    ] = "extractive",
+    out: Annotated[Path, typer.Option(help="Where eval.json, eval.md and eval.png go.")] = Path(
+        "reports"
+    ),
+    judge: Annotated[
+        str | None,
+        typer.Option(help="Base URL of an OpenAI-compatible judge (faithfulness, relevance)."),
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option(help="The judge's model name (default CITEQA_LLM_MODEL).")
+    ] = None,
+) -> None:
+    """Measure retrieval and answers of citeqa and a LangChain-tutorial baseline."""
+    from evals.dataset import DEV_SET
+    from evals.run import evaluate as run_eval
+    from evals.run import markdown
+
+    dataset = dataset or DEV_SET
+    if not dataset.is_file():
+        _fail(f"{dataset}: no such file")
+    if llm not in ("extractive", "openai", "llamacpp"):
+        _fail(f"unknown --llm '{llm}' (extractive, openai, llamacpp)")
+    try:
+        report = run_eval(dataset, llm, out, judge_url=judge, judge_model=judge_model)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(markdown(report))
+    typer.echo(f"wrote {out}/eval.json, eval.md, eval.png", err=True)
 
 
 @app.command()

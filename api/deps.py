@@ -7,6 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from langchain_core.embeddings import Embeddings
 
+from api.middleware import Metrics
+from api.security import Guard
+from rag.chain import QAChain
+from rag.retrieve import Retriever
 from rag.settings import Settings
 from rag.store import Store
 
@@ -23,6 +27,38 @@ def get_embeddings(request: Request) -> Embeddings:
     return request.app.state.embeddings  # type: ignore[no-any-return]
 
 
+def get_chain(request: Request) -> QAChain:
+    return request.app.state.chain  # type: ignore[no-any-return]
+
+
+def get_retriever(request: Request) -> Retriever:
+    return get_chain(request).retriever
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[Store, Depends(get_store)]
 EmbeddingsDep = Annotated[Embeddings, Depends(get_embeddings)]
+ChainDep = Annotated[QAChain, Depends(get_chain)]
+RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
+
+
+def require_reader(request: Request) -> None:
+    """Rate limit, then (when CITEQA_API_KEYS is set) a reader or admin key."""
+    guard: Guard = request.app.state.guard
+    guard.read(request)
+    guard.throttle(request)
+
+
+def require_admin(request: Request) -> None:
+    guard: Guard = request.app.state.guard
+    guard.write(request)
+    guard.throttle(request)
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+Reader = Depends(require_reader)
+Admin = Depends(require_admin)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ingest.chunk import chunk_paper, embed_text
 from ingest.loaders import Skipped, check_readable, load
+from rag.lexical import LexicalCache, open_lexical
 from rag.settings import Settings
 from rag.store import Store, StoredChunk
 from rag.types import Chunk, Paper
@@ -129,9 +130,12 @@ class IngestJob:
         *,
         progress: bool | None = None,
         papers_per_batch: int = PAPERS_PER_BATCH,
+        lexical: LexicalCache | None = None,
     ) -> None:
         self.papers_per_batch = papers_per_batch
         self.store = store
+        self.lexical = lexical or open_lexical(store, settings)
+        self._dirty = False
         self.embeddings = embeddings
         self.settings = settings
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -147,6 +151,7 @@ class IngestJob:
         bar = tqdm(
             desc="ingest", unit="paper", disable=not self.progress, file=sys.stderr, leave=False
         )
+        self._dirty = False
         try:
             papers = self._papers(paths, fmt, summary, seen, bar)
             for number, batch in enumerate(_batched(papers, self.papers_per_batch), 1):
@@ -160,12 +165,45 @@ class IngestJob:
                 bar.set_postfix(
                     added=summary.added, updated=summary.updated, chunks=summary.chunks_written
                 )
+            bar.close()
+            if prune:
+                self._prune(seen, summary)
         finally:
             bar.close()
-        if prune:
-            self._prune(seen, summary)
+            if self._dirty:
+                self._publish()
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def delete_papers(self, paper_ids: Sequence[str]) -> int:
+        """Remove papers and all their chunks; returns how many chunks went."""
+        stored = self.store.chunks_of(paper_ids)
+        ids = [c.id for chunks in stored.values() for c in chunks]
+        if not ids:
+            return 0
+        self._dirty = False
+        try:
+            self._mark_dirty()
+            self.store.delete(ids)
+        finally:
+            self._publish()
+        return len(ids)
+
+    def _publish(self) -> None:
+        """Written: stamp the collection again and rebuild BM25, so readers in this
+        and other processes pick up the change."""
+        try:
+            self.store.bump_version()
+            self.lexical.refresh()
+        except Exception as exc:  # never hide the error that ended the run
+            log.warning("could not refresh the BM25 index after ingest: %s", exc)
+
+    def _mark_dirty(self) -> None:
+        """Stamp the collection before the first write, so a run killed part-way
+        still leaves readers a changed marker and they never trust a stale index."""
+        if not self._dirty:
+            self.store.bump_version()
+            self._dirty = True
 
     def _papers(
         self,
@@ -214,9 +252,10 @@ class IngestJob:
 
     def _embed_and_upsert(self, pending: list[_Pending], summary: IngestSummary) -> None:
         rows = [(p, c) for p in pending for c in p.chunks]
+        if rows or any(p.stale_ids for p in pending):
+            self._mark_dirty()
         step = max(1, min(self.store.max_batch_size, self.settings.embedding.batch_size * 4))
-        for lo in range(0, len(rows), step):
-            part = rows[lo : lo + step]
+        for part in _paper_aligned(rows, step, self.store.max_batch_size):
             vectors = self.embeddings.embed_documents([embed_text(p.paper, c) for p, c in part])
             self.store.upsert(
                 ids=[c.id for _, c in part],
@@ -249,9 +288,27 @@ class IngestJob:
         gone_ids = [cid for cid, _ in gone]
         papers = {pid for _, pid in gone}
         if gone_ids:
+            self._mark_dirty()
             self.store.delete(gone_ids)
         summary.pruned = len(papers)
         summary.chunks_deleted += len(gone_ids)
+
+
+def _paper_aligned(
+    rows: list[tuple[_Pending, Chunk]], step: int, limit: int
+) -> Iterator[list[tuple[_Pending, Chunk]]]:
+    """Slices of about `step` rows that never split a paper's chunks, so each paper
+    lands in one upsert and a reader never sees half of it (unless one paper alone
+    exceeds the store's batch limit)."""
+    part: list[tuple[_Pending, Chunk]] = []
+    for i, row in enumerate(rows):
+        part.append(row)
+        last_of_paper = i + 1 == len(rows) or rows[i + 1][0] is not row[0]
+        if last_of_paper and len(part) >= step or len(part) >= limit:
+            yield part
+            part = []
+    if part:
+        yield part
 
 
 def _batched(items: Iterable[Paper], n: int) -> Iterator[list[Paper]]:

@@ -44,6 +44,8 @@ class LocalEmbeddings(Embeddings):
 
                 hf_logging.disable_progress_bar()
                 self._model = SentenceTransformer(self.model_path, device=self.device)
+                # The first forward pass pays one-off set-up costs: pay them here.
+                self._model.encode(["warm up"], show_progress_bar=False)
         return self
 
     @property

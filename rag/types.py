@@ -57,6 +57,7 @@ class ChunkHit:
     text: str
     score: float
     metadata: dict[str, Any]
+    vector: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,77 @@ class PaperHit:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk of a source's abstract."""
+
+    chunk_id: str
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+@dataclass
+class Source:
+    """A retrieved paper as the generator sees it, numbered as cited: [n]."""
+
+    n: int
+    paper_id: str
+    title: str
+    abstract: str
+    url: str | None
+    score: float
+    dense: float
+    """Best cosine similarity of any of its chunks to the question (nan if none)."""
+    passages: list[Passage] = field(default_factory=list)
+    year: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "paper_id": self.paper_id,
+            "title": self.title,
+            "url": self.url,
+            "score": round(self.score, 5),
+        }
+
+
+@dataclass
+class Citation:
+    """A marker [n] in an answer and the passage of the paper that supports it."""
+
+    n: int
+    paper_id: str
+    title: str
+    url: str | None
+    quote: str
+    start: int
+    end: int
+    """`quote == abstract[start:end]` of the paper: what the page highlights."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    citations: list[Citation]
+    refused: bool = False
+    degraded: bool = False
+    degraded_reason: str | None = None
+    generator: str = "extractive"
+    standalone_question: str | None = None
+    verification: dict[str, int] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    gate: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
+        return data

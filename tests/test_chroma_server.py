@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.job import IngestJob
-from rag.retrieve import search_papers
+from rag.retrieve import make_retriever, search_papers
 from rag.settings import Settings
 from rag.store import StoreUnavailable, open_store
 from tests.conftest import SAMPLE, free_port
@@ -26,7 +26,9 @@ def test_ingest_and_search_through_a_chroma_server(
     assert other.count() == store.count() and other.paper_count() == 61
     again = IngestJob(other, embeddings, settings, progress=False).run([str(SAMPLE)])
     assert again.unchanged == 61 and again.chunks_written == 0
-    hits = search_papers("random forests as adaptive smoothers", other, embeddings, k=3)
+    hits = search_papers(
+        "random forests as adaptive smoothers", make_retriever(settings, other, embeddings), k=3
+    )
     assert hits[0].title.startswith("Why do Random Forests Work?")
     assert not (tmp_path / "unused").exists()  # nothing written locally
 

@@ -24,10 +24,9 @@ def client(sample_settings, sample_store, embeddings):  # type: ignore[no-untype
         ("low-light image enhancement with noise", "NoiSER"),
     ],
 )
-def test_dense_search_finds_the_paper(
-    sample_store, embeddings, query, expected_title_start
-) -> None:
-    hits = search_papers(query, sample_store, embeddings, k=5)
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_search_finds_the_paper(sample_retriever, query, expected_title_start, mode) -> None:
+    hits = search_papers(query, sample_retriever, k=5, mode=mode)
     assert hits[0].title.startswith(expected_title_start)
     assert len({h.paper_id for h in hits}) == len(hits) == 5  # one row per paper
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

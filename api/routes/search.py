@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from api.deps import EmbeddingsDep, StoreDep
+from api.deps import Reader, RetrieverDep
 from rag.retrieve import search_papers
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=[Reader])
 
 
 class SearchResult(BaseModel):
     paper_id: str
     title: str
-    score: float
+    score: float = Field(description="Fused reciprocal-rank score (higher is better).")
     snippet: str
     url: str | None = None
     chunk_index: int
@@ -28,10 +28,11 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
-@router.get("/v1/search", response_model=SearchResponse, summary="Papers closest to a query")
+@router.get(
+    "/v1/search", response_model=SearchResponse, summary="Papers for a query (hybrid dense + BM25)"
+)
 def search(
-    store: StoreDep,
-    embeddings: EmbeddingsDep,
+    retriever: RetrieverDep,
     q: Annotated[
         str,
         Query(
@@ -42,6 +43,9 @@ def search(
         ),
     ],
     k: Annotated[int, Query(ge=1, le=50, description="How many papers to return.")] = 5,
+    mode: Annotated[
+        Literal["hybrid", "dense", "bm25"], Query(description="Which rankings to use.")
+    ] = "hybrid",
 ) -> SearchResponse:
-    hits = search_papers(q, store, embeddings, k)
+    hits = search_papers(q, retriever, k, mode=mode)
     return SearchResponse(results=[SearchResult(**h.to_json()) for h in hits])

@@ -109,6 +109,15 @@ def make_paper(
     if len(abstract_s) > MAX_ABSTRACT_CHARS:
         raise RecordError(f"abstract longer than {MAX_ABSTRACT_CHARS} characters")
     aid = normalise_arxiv_id(arxiv_id)
+    fields = {
+        "authors": authors,
+        "url": (url,) if url else (),
+        "categories": categories,
+        "metadata": tuple((extra or {}).values()),
+    }
+    for name, values in fields.items():
+        if any(_has_undecodable(str(v)) for v in values):
+            raise RecordError(f"{name}: text is not valid UTF-8")
     return Paper(
         paper_id=aid or slug_id(title_s),
         title=title_s,

@@ -1,0 +1,229 @@
+"""The OpenAI wire format: POST /v1/chat/completions and GET /v1/models.
+
+Any OpenAI client (the official SDK, LangChain's ChatOpenAI, Open WebUI)
+talks to citeqa unchanged. The assistant's text is the cited summary followed
+by a references list; the structured citations ride along in an extra
+`citations` field (on the response, and on the last chunk of a stream).
+Streams carry the verified answer: the text is checked before it is sent,
+because an OpenAI client cannot take back text it has already shown.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.conversation import Invalid, to_question
+from api.deps import ChainDep, MetricsDep, Reader, SettingsDep
+from api.errors import NotFound
+from rag.settings import Settings
+from rag.text import sentence_spans
+from rag.types import Answer
+
+router = APIRouter(tags=["openai"], dependencies=[Reader])
+
+OWNER = "citeqa"
+
+
+def model_ids(settings: Settings) -> dict[str, str]:
+    """Model id -> generator. `citeqa` is the configured one."""
+    return {
+        "citeqa": settings.llm,
+        "citeqa-extractive": "extractive",
+        "citeqa-openai": "openai",
+        "citeqa-llamacpp": "llamacpp",
+    }
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ...: accepted, unused
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    # OpenAI clients send many optional parameters (temperature, top_p, user, ...);
+    # they are accepted and have no effect, as OpenAI-compatible servers commonly do.
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "citeqa",
+                    "messages": [
+                        {"role": "user", "content": "How do random forests avoid overfitting?"}
+                    ],
+                }
+            ]
+        },
+    )
+    model: str = Field(description="A model from GET /v1/models, e.g. 'citeqa'.")
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, description="Only 1 is supported.")
+    top_k: int | None = Field(None, description="citeqa extension: papers to consider.")
+
+
+@router.get("/v1/models", summary="The models this server answers as (OpenAI format)")
+def list_models(settings: SettingsDep) -> dict[str, Any]:
+    created = 1_700_000_000
+    return {
+        "object": "list",
+        "data": [
+            {"id": mid, "object": "model", "created": created, "owned_by": OWNER}
+            for mid in model_ids(settings)
+        ],
+    }
+
+
+def references(answer: Answer) -> str:
+    if not answer.citations:
+        return answer.answer
+    lines = [answer.answer, "", "References:"]
+    for c in answer.citations:
+        where = f" {c.url}" if c.url else f" ({c.paper_id})"
+        lines.append(f"[{c.n}] {c.title}.{where}")
+    return "\n".join(lines)
+
+
+def _usage(body: CompletionRequest, text: str) -> dict[str, int]:
+    # Whitespace words, not tokens: citeqa may not run a tokenizer at all.
+    prompt = sum(len(m.text().split()) for m in body.messages)
+    completion = len(text.split())
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _extra(answer: Answer) -> dict[str, Any]:
+    return {
+        "citations": [c.to_json() for c in answer.citations],
+        "citeqa": {
+            "refused": answer.refused,
+            "degraded": answer.degraded,
+            "degraded_reason": answer.degraded_reason,
+            "generator": answer.generator,
+            "verification": answer.verification,
+        },
+    }
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="OpenAI-compatible chat completion with citations",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def completions(
+    body: CompletionRequest, chain: ChainDep, settings: SettingsDep, metrics: MetricsDep
+):  # type: ignore[no-untyped-def]
+    models = model_ids(settings)
+    if body.model not in models:
+        raise NotFound(
+            f"The model '{body.model}' does not exist; GET /v1/models lists {', '.join(models)}",
+            param="model",
+            code="model_not_found",
+        )
+    if body.n != 1:
+        raise Invalid("only n=1 is supported", param="n")
+    turns = [(m.role, m.text()) for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1][0] != "user":
+        raise Invalid("the last message must come from the user", param="messages")
+    q = to_question(settings, turns=turns, top_k=body.top_k, filters=None, llm=models[body.model])
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if not body.stream:
+        answer: Answer = await run_in_threadpool(chain.invoke, q)
+        metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
+        text = references(answer)
+        return {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(body, text),
+            **_extra(answer),
+        }
+    answer = await run_in_threadpool(chain.invoke, q)
+    metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
+    return EventSourceResponse(_chunks(body, answer, cid, created), ping=10)
+
+
+def _chunks(
+    body: CompletionRequest, answer: Answer, cid: str, created: int
+) -> Iterator[ServerSentEvent]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:
+        payload = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            **extra,
+        }
+        return ServerSentEvent(json.dumps(payload, ensure_ascii=False))
+
+    text = references(answer)
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in _pieces(text):
+        yield chunk({"content": piece})
+    yield chunk({}, "stop", **_extra(answer))
+    if body.stream_options and body.stream_options.include_usage:
+        usage = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [],
+            "usage": _usage(body, text),
+        }
+        yield ServerSentEvent(json.dumps(usage))
+    yield ServerSentEvent("[DONE]")
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """The text in sentence-sized pieces that concatenate back to exactly `text`."""
+    for line in text.splitlines(keepends=True):
+        cursor = 0
+        for _, b in sentence_spans(line):
+            if b > cursor:
+                yield line[cursor:b]
+                cursor = b
+        if cursor < len(line):
+            yield line[cursor:]

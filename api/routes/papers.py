@@ -1,0 +1,170 @@
+"""The papers in the store: list, show, delete; and uploads to ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from api.deps import Admin, ChainDep, EmbeddingsDep, Reader, SettingsDep, StoreDep
+from api.errors import ApiError, NotFound
+
+router = APIRouter(tags=["papers"])
+_WRITE_LOCK = threading.Lock()  # one write at a time per process
+
+PaperId = Annotated[str, Path(min_length=1, max_length=300, description="The paper's id.")]
+
+
+class PaperOut(BaseModel):
+    paper_id: str
+    title: str
+    abstract: str | None = None
+    url: str | None = None
+    year: int | None = None
+    authors: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    code_links: list[str] = Field(default_factory=list)
+    n_chunks: int
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class PaperPage(BaseModel):
+    papers: list[PaperOut]
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+
+def paper_out(meta: dict[str, Any], *, with_abstract: bool = True) -> PaperOut:
+    extra = meta.get("extra")
+    return PaperOut(
+        paper_id=str(meta["paper_id"]),
+        title=str(meta["title"]),
+        abstract=str(meta.get("abstract", "")) if with_abstract else None,
+        url=meta.get("url"),
+        year=meta.get("year"),
+        authors=list(meta.get("authors") or []),
+        categories=list(meta.get("categories") or []),
+        code_links=list(meta.get("code_links") or []),
+        n_chunks=int(meta.get("n_chunks", 1)),
+        extra=json.loads(extra) if isinstance(extra, str) else {},
+    )
+
+
+@router.get(
+    "/v1/papers",
+    response_model=PaperPage,
+    summary="Papers in the store, a page at a time",
+    dependencies=[Reader],
+)
+def list_papers(
+    store: StoreDep,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    abstracts: Annotated[bool, Query(description="Include each abstract.")] = False,
+) -> PaperPage:
+    metas = store.papers(offset, limit + 1)
+    more = len(metas) > limit
+    return PaperPage(
+        papers=[paper_out(m, with_abstract=abstracts) for m in metas[:limit]],
+        offset=offset,
+        limit=limit,
+        next_offset=offset + limit if more else None,
+    )
+
+
+@router.get(
+    "/v1/papers/{paper_id}",
+    response_model=PaperOut,
+    summary="One paper with its abstract",
+    responses={404: {"description": "No such paper"}},
+    dependencies=[Reader],
+)
+def get_paper(paper_id: PaperId, store: StoreDep) -> PaperOut:
+    meta = store.paper(paper_id)
+    if meta is None:
+        raise NotFound(f"no paper with id '{paper_id}'", param="paper_id")
+    return paper_out(meta)
+
+
+@router.delete(
+    "/v1/papers/{paper_id}",
+    summary="Remove a paper and its chunks (admin key)",
+    responses={404: {"description": "No such paper"}},
+    dependencies=[Admin],
+)
+def delete_paper(
+    paper_id: PaperId,
+    store: StoreDep,
+    embeddings: EmbeddingsDep,
+    settings: SettingsDep,
+    chain: ChainDep,
+) -> dict[str, Any]:
+    from ingest.job import IngestJob
+
+    if store.paper(paper_id) is None and not store.chunks_of([paper_id])[paper_id]:
+        raise NotFound(f"no paper with id '{paper_id}'", param="paper_id")
+    job = IngestJob(store, embeddings, settings, progress=False, lexical=chain.retriever.lexical)
+    with _WRITE_LOCK:
+        chunks = job.delete_papers([paper_id])
+    return {"deleted": paper_id, "chunks": chunks}
+
+
+@router.post(
+    "/v1/ingest",
+    summary="Ingest an uploaded file (admin key)",
+    description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX or listing text as "
+    "multipart field `file`. Returns the ingest summary; malformed records are "
+    "reported in `skipped` with their line and the rest is stored.",
+    dependencies=[Admin],
+)
+async def ingest_upload(
+    store: StoreDep,
+    embeddings: EmbeddingsDep,
+    settings: SettingsDep,
+    chain: ChainDep,
+    file: Annotated[UploadFile, File(description="The file to ingest.")],
+    format: Annotated[
+        str | None,
+        Form(description="listing, jsonl, csv or bibtex; default: from the file name."),
+    ] = None,
+    prune: Annotated[bool, Form(description="Remove papers not in this file.")] = False,
+) -> dict[str, Any]:
+    from ingest.job import IngestJob
+    from ingest.loaders import FORMATS, SourceError, detect_format
+
+    name = os.path.basename(file.filename or "upload")
+    if format is not None and format not in FORMATS:
+        raise ApiError(f"unknown format '{format}' ({', '.join(FORMATS)})", param="format")
+    if format is None:
+        try:
+            detect_format(name)
+        except SourceError as exc:
+            raise ApiError(str(exc), param="format", code="unknown_format") from exc
+    suffix = os.path.splitext(name)[1]
+    with tempfile.TemporaryDirectory(prefix="citeqa-upload-") as tmp:
+        path = os.path.join(tmp, "upload" + suffix)
+        with open(path, "wb") as out:
+            while chunk := await file.read(1 << 20):
+                out.write(chunk)
+        job = IngestJob(
+            store, embeddings, settings, progress=False, lexical=chain.retriever.lexical
+        )
+
+        def run() -> dict[str, Any]:
+            with _WRITE_LOCK:
+                return job.run([path], fmt=format, prune=prune).to_json()
+
+        try:
+            summary = await run_in_threadpool(run)
+        except SourceError as exc:
+            raise ApiError(str(exc).replace(path, name), param="file") from exc
+    for item in summary["errors"]:
+        item["file"] = name  # the client's file name, not our temporary path
+    return summary

@@ -1,0 +1,170 @@
+// citeqa's page: streams /v1/chat, renders verified citations, shows cited passages.
+// Every piece of text from the server goes in through textContent, never innerHTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const chat = $("chat"), form = $("ask"), input = $("q"), send = $("send");
+const keyInput = $("key"), topk = $("topk");
+let history = [];  // [{role, content}] of finished turns
+
+keyInput.value = localStorage.getItem("citeqa-key") || "";
+keyInput.addEventListener("change", () => localStorage.setItem("citeqa-key", keyInput.value));
+$("reset").addEventListener("click", () => { history = []; chat.replaceChildren(); closePanel(); });
+$("close").addEventListener("click", closePanel);
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+});
+
+function headers() {
+  const h = { "Content-Type": "application/json", "Accept": "text/event-stream" };
+  if (keyInput.value) h["Authorization"] = "Bearer " + keyInput.value;
+  return h;
+}
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const question = input.value.trim();
+  if (!question) return;
+  input.value = "";
+  send.disabled = true;
+  const turn = el("div", "turn");
+  turn.append(el("div", "q", question));
+  const answer = el("div", "a streaming", "");
+  answer.dataset.state = "streaming";
+  turn.append(answer);
+  chat.append(turn);
+  turn.scrollIntoView({ block: "end" });
+  const messages = [...history, { role: "user", content: question }];
+  try {
+    const body = { messages, stream: true };
+    const k = parseInt(topk.value, 10);
+    if (k > 0) body.top_k = k;
+    const r = await fetch("/v1/chat", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (!r.ok) {
+      let msg = r.status + " " + r.statusText;
+      try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
+      throw new Error(msg);
+    }
+    let final = null;
+    for await (const ev of sse(r.body)) {
+      if (ev.event === "token") { answer.textContent += JSON.parse(ev.data).text; }
+      else if (ev.event === "reset") { answer.textContent = ""; }
+      else if (ev.event === "done") { final = JSON.parse(ev.data); }
+      else if (ev.event === "error") { throw new Error(JSON.parse(ev.data).error.message); }
+    }
+    if (!final) throw new Error("the answer stream ended early");
+    render(turn, answer, final);
+    history = [...messages, { role: "assistant", content: final.answer }];
+  } catch (err) {
+    answer.classList.remove("streaming");
+    answer.dataset.state = "error";
+    answer.replaceChildren(el("span", "error", "Error: " + err.message));
+  } finally {
+    send.disabled = false;
+    input.focus();
+  }
+});
+
+// Server-sent events from a fetch body (EventSource cannot POST).
+async function* sse(stream) {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      const ev = { event: "message", data: "" };
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const i = line.indexOf(":");
+        const field = i < 0 ? line : line.slice(0, i);
+        const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+        if (field === "event") ev.event = val;
+        else if (field === "data") data.push(val);
+      }
+      ev.data = data.join("\n");
+      if (data.length) yield ev;
+    }
+  }
+}
+
+function render(turn, answer, a) {
+  answer.classList.remove("streaming");
+  answer.dataset.state = "done";
+  answer.replaceChildren();
+  const byN = new Map(a.citations.map((c) => [c.n, c]));
+  // Split on markers; each [n] with a citation becomes a button, the rest stays text.
+  const parts = a.answer.split(/(\[\d+\])/);
+  for (const part of parts) {
+    const m = /^\[(\d+)\]$/.exec(part);
+    const c = m && byN.get(parseInt(m[1], 10));
+    if (c) {
+      const b = el("button", "cite", part);
+      b.type = "button";
+      b.dataset.n = String(c.n);
+      b.addEventListener("click", () => show(c, b));
+      answer.append(b);
+    } else {
+      answer.append(document.createTextNode(part));
+    }
+  }
+  const q = turn.querySelector(".q");
+  if (a.refused) q.append(el("span", "badge refused", "not covered"));
+  if (a.degraded) {
+    const d = el("span", "badge degraded", "fallback");
+    d.title = a.degraded_reason || "";
+    q.append(d);
+  }
+  if (a.citations.length) {
+    const ol = el("ol", "refs");
+    for (const c of a.citations) {
+      const li = el("li", "", c.title);
+      li.value = c.n;
+      li.addEventListener("click", () => show(c, li));
+      ol.append(li);
+    }
+    turn.append(ol);
+  }
+}
+
+async function show(c, trigger) {
+  document.querySelectorAll(".cite.active").forEach((b) => b.classList.remove("active"));
+  if (trigger.classList.contains("cite")) trigger.classList.add("active");
+  const panel = $("panel");
+  panel.hidden = false;
+  $("p-title").textContent = "[" + c.n + "] " + c.title;
+  $("p-id").textContent = c.paper_id;
+  const link = $("p-link");
+  const safe = typeof c.url === "string" && /^https?:\/\//i.test(c.url);
+  link.hidden = !safe;
+  if (safe) { link.href = c.url; link.textContent = c.url; }
+  const abs = $("p-abstract");
+  abs.replaceChildren(el("mark", "", c.quote));  // until the abstract arrives
+  try {
+    const h = headers(); delete h["Accept"];
+    const r = await fetch("/v1/papers/" + encodeURIComponent(c.paper_id), { headers: h });
+    if (!r.ok) return;
+    const text = (await r.json()).abstract || "";
+    if (text.slice(c.start, c.end) !== c.quote) return;  // keep the quote alone
+    abs.replaceChildren(
+      document.createTextNode(text.slice(0, c.start)),
+      el("mark", "", text.slice(c.start, c.end)),
+      document.createTextNode(text.slice(c.end)),
+    );
+    abs.querySelector("mark").scrollIntoView({ block: "nearest" });
+  } catch (_) { /* the quote is already shown */ }
+}
+
+function closePanel() { $("panel").hidden = true; }

@@ -1,0 +1,108 @@
+"""`make bench`: every benchmark, each against its baseline in the same run, into
+reports/bench.json and reports/bench.md (medians; the machine's core count).
+
+    python -m evals.bench [--quick] [--only ingest,embed,query,scale] [--out reports]
+
+--quick runs smaller sizes (10k and 30k chunks, fewer requests) for a fast look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+PARTS = ("embed", "ingest", "query", "scale")
+
+
+def _ingest(quick: bool, out: Path) -> tuple[dict[str, Any], list[str], list[tuple]]:
+    from evals.bench.ingest import SAMPLE, run
+
+    result = run(1 if quick else 3, out, [str(SAMPLE)])
+    ours, base = result["ours"], result["baseline_langchain_from_documents"]
+    rows = [
+        ("ingest, ours", f"{ours['papers_per_s']} papers/s, {ours['chunks_per_s']} chunks/s"),
+        (
+            "ingest, LangChain Chroma.from_documents",
+            f"{base['papers_per_s']} papers/s, {base['chunks_per_s']} chunks/s",
+        ),
+        ("ratio ours / baseline", f"{result['speedup_vs_baseline']}x"),
+        (
+            "re-ingest of unchanged input",
+            f"{result['reingest_unchanged']['seconds_median']} s "
+            f"({100 * result['reingest_unchanged']['fraction_of_first_run']:.1f}% "
+            "of the first run)",
+        ),
+    ]
+    return result, ["measure", "median"], rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(PARTS))
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+    parts = [p for p in args.only.split(",") if p]
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+    }
+    sections: list[str] = [
+        "# citeqa benchmarks",
+        "",
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; medians; "
+        "each figure beside its baseline from the same run.",
+    ]
+
+    def table(title: str, header: list[str], rows: list[tuple]) -> None:
+        sections.extend(["", f"## {title}", "", "| " + " | ".join(header) + " |"])
+        sections.append("|" + "---|" * len(header))
+        sections.extend("| " + " | ".join(str(c) for c in r) + " |" for r in rows)
+        print("\n".join(sections[-(len(rows) + 4) :]), flush=True)
+
+    if "embed" in parts:
+        from evals.bench import embed
+
+        result, rows = embed.run(1 if args.quick else 3)
+        report["embed"] = result
+        table("Embedding", embed.HEADER, rows)
+    if "ingest" in parts:
+        result, header, rows = _ingest(args.quick, args.out)
+        report["ingest"] = result
+        table("Ingest (sample corpus)", header, rows)
+    if "query" in parts:
+        from evals.bench import query
+
+        result, rows = query.run(60 if args.quick else 200)
+        report["query"] = result
+        table(
+            "Query latency through uvicorn on loopback",
+            ["endpoint, clients", "p50 / p95 / p99", "throughput", "errors"],
+            rows,
+        )
+    if "scale" in parts:
+        from evals.bench import scale
+
+        sizes = [10_000, 30_000] if args.quick else [10_000, 100_000, 300_000]
+        result, rows = scale.run(sizes, 30 if args.quick else 60)
+        report["scale"] = result
+        table("Scale (synthetic corpus, precomputed vectors)", scale.HEADER, rows)
+
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "bench.md").write_text("\n".join(sections) + "\n")
+    print(f"\nwrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+
+
+if __name__ == "__main__":
+    main()

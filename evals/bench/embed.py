@@ -1,0 +1,107 @@
+"""Embedding benchmark: chunks/s of the embedder (the figure that bounds ingest) and
+single-query latency, for each path citeqa can take, against sentence-transformers
+fp32 (the plain way, and the baseline) in the same run; plus each path's cosine
+to the fp32 vectors, so speed is never bought with different embeddings.
+
+    python -m evals.bench.embed [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "hf-papers-page.txt"
+
+
+def _chunk_texts() -> list[str]:
+    from ingest.chunk import chunk_paper, embed_text
+    from ingest.loaders import Skipped, load
+
+    papers = [p for _, p in load(str(SAMPLE)) if not isinstance(p, Skipped)]
+    return [embed_text(p, c) for p in papers for c in chunk_paper(p, 800, 200)]
+
+
+def run(repeats: int = 3) -> tuple[dict[str, Any], list[tuple]]:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from rag.embeddings import bf16_supported, local_model_path
+    from rag.onnx_embed import OnnxEncoder
+
+    texts = _chunk_texts()
+    queries = [t.split("\n", 1)[0][:120] for t in texts[:40]]
+    path = local_model_path()
+    st = SentenceTransformer(path, device="cpu")
+
+    def st_fp32(batch: list[str]) -> np.ndarray:
+        return st.encode(batch, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+    def st_bf16(batch: list[str]) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            v = st.encode(batch, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(v, dtype=np.float32)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = OnnxEncoder(path, Path(tmp)).load()
+        paths = {"sentence-transformers fp32 (baseline)": st_fp32, "onnxruntime fp32": onnx.encode}
+        if bf16_supported():
+            paths["torch bf16 autocast"] = st_bf16
+        reference = st_fp32(texts)
+        out: dict[str, Any] = {"texts": len(texts), "bf16_supported": bf16_supported()}
+        for name, fn in paths.items():
+            fn(texts[:8])  # warm
+            secs = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                vecs = fn(texts)
+                secs.append(time.perf_counter() - t0)
+            q_ms = []
+            for q in queries:
+                t0 = time.perf_counter()
+                fn([q])
+                q_ms.append((time.perf_counter() - t0) * 1000)
+            cos = np.sum(np.asarray(vecs) * reference, axis=1)
+            out[name] = {
+                "texts_per_s": round(len(texts) / statistics.median(secs), 1),
+                "query_ms_median": round(statistics.median(q_ms), 2),
+                "cosine_to_fp32_min": round(float(cos.min()), 5),
+            }
+    base = out["sentence-transformers fp32 (baseline)"]
+    rows = []
+    for name in paths:
+        r = out[name]
+        rows.append(
+            (
+                name,
+                f"{r['texts_per_s']} texts/s ({r['texts_per_s'] / base['texts_per_s']:.2f}x)",
+                f"{r['query_ms_median']} ms "
+                f"({base['query_ms_median'] / r['query_ms_median']:.2f}x)",
+                r["cosine_to_fp32_min"],
+            )
+        )
+    return out, rows
+
+
+HEADER = ["embedding path", "batch throughput (vs baseline)", "one query (speed-up)", "min cosine"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    _, rows = run(args.repeats)
+    print(" | ".join(HEADER))
+    for row in rows:
+        print(" | ".join(str(c) for c in row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Evaluation metrics, as plain functions of plain data.
+
+Retrieval metrics work on ranked paper ids against a set of gold ids (binary
+relevance, paper level). Answer metrics work on the answer text, its
+citations and the retrieved sources. A metric that does not apply to a
+question (recall with no gold papers, precision with no citations) returns
+None and is left out of the mean, never counted as 0 or 1.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+
+MARKER = re.compile(r"\[(\d+)\]")
+
+
+def _dedupe(ranked: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ranked))
+
+
+def recall_at_k(ranked: Sequence[str], gold: Iterable[str], k: int) -> float | None:
+    gold = set(gold)
+    if not gold:
+        return None
+    return len(set(_dedupe(ranked)[:k]) & gold) / len(gold)
+
+
+def mrr_at_k(ranked: Sequence[str], gold: Iterable[str], k: int) -> float | None:
+    gold = set(gold)
+    if not gold:
+        return None
+    for i, pid in enumerate(_dedupe(ranked)[:k], 1):
+        if pid in gold:
+            return 1.0 / i
+    return 0.0
+
+
+def ndcg_at_k(ranked: Sequence[str], gold: Iterable[str], k: int) -> float | None:
+    gold = set(gold)
+    if not gold:
+        return None
+    dcg = sum(1.0 / math.log2(i + 1) for i, pid in enumerate(_dedupe(ranked)[:k], 1) if pid in gold)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(gold), k) + 1))
+    return dcg / ideal
+
+
+def markers(text: str) -> list[int]:
+    """Every [n] in the text, in order, repeats included."""
+    return [int(n) for n in MARKER.findall(text)]
+
+
+def citation_validity(text: str, cited: dict[int, str], retrieved: Iterable[str]) -> float | None:
+    """Share of markers in the text that resolve: the number has a citation entry
+    and that entry's paper is among the retrieved sources. None without markers."""
+    found = markers(text)
+    if not found:
+        return None
+    retrieved = set(retrieved)
+    ok = sum(1 for n in found if n in cited and cited[n] in retrieved)
+    return ok / len(found)
+
+
+def citation_precision(cited_papers: Iterable[str], gold: Iterable[str]) -> float | None:
+    """Share of distinct cited papers that are gold. None when nothing is cited
+    or the question has no gold papers."""
+    cited, gold = set(cited_papers), set(gold)
+    if not cited or not gold:
+        return None
+    return len(cited & gold) / len(cited)
+
+
+def citation_recall(cited_papers: Iterable[str], gold: Iterable[str]) -> float | None:
+    cited, gold = set(cited_papers), set(gold)
+    if not gold:
+        return None
+    return len(cited & gold) / len(gold)
+
+
+def refusal_scores(
+    refused: Sequence[bool], should_refuse: Sequence[bool]
+) -> dict[str, float | None]:
+    """Precision: refusals that were right; recall: uncovered questions refused."""
+    tp = sum(1 for r, s in zip(refused, should_refuse, strict=True) if r and s)
+    n_refused = sum(refused)
+    n_should = sum(should_refuse)
+    return {
+        "refusal_precision": tp / n_refused if n_refused else None,
+        "refusal_recall": tp / n_should if n_should else None,
+        "wrong_refusals": sum(
+            1 for r, s in zip(refused, should_refuse, strict=True) if r and not s
+        ),
+    }
+
+
+def contains(text: str, expected: str | None) -> float | None:
+    """1.0 if the expected string is in the answer (case and spacing ignored), else 0."""
+    if not expected:
+        return None
+    norm = lambda s: re.sub(r"\s+", " ", s).strip().lower()  # noqa: E731
+    return 1.0 if norm(expected) in norm(text) else 0.0
+
+
+def words(text: str) -> int:
+    """Words of the answer, citation markers and punctuation left out."""
+    return sum(1 for w in MARKER.sub(" ", text).split() if re.search(r"\w", w))
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default), p in [0, 100]."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * p / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)

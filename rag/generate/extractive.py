@@ -1,0 +1,200 @@
+"""The offline generator: a query-focused extractive summary with citations.
+
+Candidate sentences come from the retrieved abstracts. Each is scored by
+embedding similarity to the question plus IDF-free term overlap, then picked
+by maximal marginal relevance (relevant, not redundant, at most a few per
+paper). The summary groups the picked sentences by paper, in each paper's
+own order, names the paper once, turns the authors' "we" into "the authors",
+and ends each sentence with its paper's marker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences
+from rag.text import terms
+from rag.types import Source
+
+MAX_SENTENCES = 6
+MAX_PER_PAPER = 2
+MAX_PAPERS = 4
+MAX_SOURCES = 5  # sources whose sentences are candidates
+SHORTLIST = 24  # candidate sentences embedded per question
+PAPER_FLOOR = 0.8  # a paper is kept if its best sentence reaches this share of the best
+REDUNDANT = 0.85  # cosine above which a sentence repeats one already picked
+RELATIVE_FLOOR = 0.7  # keep sentences scoring at least this share of the best one
+LAMBDA = 0.75
+_BOILERPLATE = re.compile(
+    r"(https?://|\bcode (is|are|will be)\b.*\bavailable\b|\bavailable at\b|\bgithub\b)", re.I
+)
+
+
+@dataclass
+class _Candidate:
+    sentence: SourceSentence
+    relevance: float
+
+
+class ExtractiveGenerator:
+    name = "extractive"
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        self.encoder = encoder
+
+    def select(self, question: str, sources: list[Source]) -> list[SourceSentence]:
+        q_terms = set(terms(question))
+        cands = [
+            s
+            for src in sources[:MAX_SOURCES]
+            for s in source_sentences(src)
+            if len(s.text) >= 30 and not _BOILERPLATE.search(s.text)
+        ]
+        if not cands:
+            return []
+        # Embed a shortlist only: sentences that share the question's terms or sit
+        # in a passage retrieval matched. Keeps a cold question well under a second.
+        matched = {(src.paper_id, p.start, p.end) for src in sources for p in src.passages[:2]}
+
+        def cheap(c: SourceSentence) -> float:
+            in_passage = any(
+                pid == c.source.paper_id and a <= c.start and c.end <= b for pid, a, b in matched
+            )
+            return overlap(q_terms, set(terms(c.text))) + (0.3 if in_passage else 0.0)
+
+        cands = sorted(cands, key=cheap, reverse=True)[:SHORTLIST]
+        q_vec = self.encoder.encode_query(question)
+        vecs = self.encoder.encode([c.text for c in cands])
+        rank_prior = {src.paper_id: 1.0 - 0.04 * i for i, src in enumerate(sources)}
+        scored = []
+        for i, c in enumerate(cands):
+            rel = 0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, set(terms(c.text)))
+            scored.append(_Candidate(c, rel * rank_prior[c.source.paper_id] * rhetoric(c)))
+        # Papers whose best sentence is far below the best paper's add noise, not answers.
+        paper_best: dict[str, float] = {}
+        for c in scored:
+            pid = c.sentence.source.paper_id
+            paper_best[pid] = max(paper_best.get(pid, 0.0), c.relevance)
+        top_paper = max(paper_best.values())
+        kept = sorted(
+            (p for p, v in paper_best.items() if v >= PAPER_FLOOR * top_paper),
+            key=paper_best.__getitem__,
+            reverse=True,
+        )[:MAX_PAPERS]
+        scored = [c for c in scored if c.sentence.source.paper_id in kept]
+        vecs = vecs[[i for i, c in enumerate(cands) if c.source.paper_id in kept]]
+        top = max(c.relevance for c in scored)
+        chosen: list[int] = []
+        per_paper: dict[str, int] = {}
+        order = sorted(range(len(scored)), key=lambda i: scored[i].relevance, reverse=True)
+        while len(chosen) < MAX_SENTENCES:
+            best, best_val = None, -np.inf
+            for i in order:
+                c = scored[i]
+                if i in chosen or c.relevance < RELATIVE_FLOOR * top:
+                    continue
+                if per_paper.get(c.sentence.source.paper_id, 0) >= MAX_PER_PAPER:
+                    continue
+                sim = max((float(vecs[i] @ vecs[j]) for j in chosen), default=0.0)
+                if sim > REDUNDANT:
+                    continue
+                val = LAMBDA * c.relevance - (1 - LAMBDA) * sim
+                if val > best_val:
+                    best, best_val = i, val
+            if best is None:
+                break
+            chosen.append(best)
+            pid = scored[best].sentence.source.paper_id
+            per_paper[pid] = per_paper.get(pid, 0) + 1
+        return [scored[i].sentence for i in chosen]
+
+    def compose(self, picked: list[SourceSentence]) -> str:
+        groups: dict[int, list[SourceSentence]] = {}
+        for s in picked:  # papers in order of their most relevant sentence
+            groups.setdefault(s.source.n, []).append(s)
+        paragraphs = []
+        for n, sents in groups.items():
+            src = sents[0].source
+            body = " ".join(
+                cite(third_person(s.text), n) for s in sorted(sents, key=lambda s: s.start)
+            )
+            paragraphs.append(f"{paper_label(src)}: {body}")
+        return "\n\n".join(paragraphs)
+
+    def answer(self, question: str, sources: list[Source]) -> str:
+        return self.compose(self.select(question, sources))
+
+    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
+        text = self.answer(question, sources)
+        # Sentence-sized pieces, so a streaming client sees the answer build up.
+        for piece in re.split(r"(?<=\]\.)\s", text):
+            yield piece + " "
+
+
+_FINDING = re.compile(
+    r"\b(we (show|find|found|prove|demonstrate|observe|establish|argue)|results (show|indicate|"
+    r"suggest|demonstrate)|experiments (show|demonstrate)|(this|which) (suggests|shows|explains)|"
+    r"outperform|achiev|improv|reduc|we propose|we introduce|we present)",
+    re.I,
+)
+_BACKGROUND = re.compile(
+    r"^(despite|however|although|while|recent|in recent years)|\b(remains? (largely )?"
+    r"(unexplored|unclear|open|elusive|poorly understood)|little is known|not (yet )?(fully )?"
+    r"understood|long-standing|challenge)",
+    re.I,
+)
+
+
+def rhetoric(c: SourceSentence) -> float:
+    """Findings and contributions answer questions; background and motivation rarely do."""
+    factor = 1.0
+    if _FINDING.search(c.text):
+        factor *= 1.08
+    if _BACKGROUND.search(c.text):
+        factor *= 0.9
+    if c.start == 0:
+        factor *= 0.95  # the opening sentence is usually the field's setting
+    return factor
+
+
+def paper_label(source: Source) -> str:
+    """A short name for the paper: the acronym before a colon, else the title."""
+    title = source.title
+    head, sep, _ = title.partition(":")
+    if sep and len(head) <= 40 and len(head.split()) <= 4:
+        return head.strip()
+    return f"“{title}”" if len(title) <= 90 else f"“{title[:87].rstrip()}…”"
+
+
+_WE = [
+    (
+        re.compile(r"^(In|Through|With) (this|our) (paper|work|study|article), we\b", re.I),
+        "The authors",
+    ),
+    (re.compile(r"^(Here|Herein|Hence|Thus|Therefore), we\b"), "The authors"),
+    (re.compile(r"^We\b"), "The authors"),
+    (re.compile(r"^Our\b"), "Their"),
+    (re.compile(r"\bwe\b"), "the authors"),
+    (re.compile(r"\bour\b"), "their"),
+    (re.compile(r"\bus\b"), "them"),
+]
+
+
+def third_person(sentence: str) -> str:
+    """Report the abstract's claims as the authors' ("We show" -> "The authors show")."""
+    out = sentence
+    for pattern, repl in _WE:
+        out = pattern.sub(repl, out)
+    return out
+
+
+def cite(sentence: str, n: int) -> str:
+    """Put the marker before the sentence's final punctuation: "... views [1]."."""
+    s = sentence.rstrip()
+    if s and s[-1] in ".!?":
+        return f"{s[:-1].rstrip()} [{n}]{s[-1]}"
+    return f"{s} [{n}]."

@@ -1,0 +1,213 @@
+"""BM25 over the chunks (bm25s), following the Chroma collection by itself.
+
+The index is always built from the documents in Chroma, never from the
+ingest job's input, so a process that shares no disk with the ingest job
+(the API against a `chroma run` server) still has it. Ingestion stamps the
+collection with a new version marker before and after it writes; a reader
+whose index carries another stamp rebuilds it, from a copy saved on local
+disk when one with the right stamp is there, else from Chroma.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+
+from rag.settings import Settings
+from rag.store import Store
+from rag.text import STOPWORDS, stemmer
+
+log = logging.getLogger(__name__)
+_STOPWORDS = sorted(STOPWORDS)
+
+
+def _tokenize(texts: list[str], *, ids: bool) -> Any:
+    return bm25s.tokenize(
+        texts, stopwords=_STOPWORDS, stemmer=stemmer(), return_ids=ids, show_progress=False
+    )
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    id: str
+    paper_id: str
+    score: float
+
+
+class LexicalIndex:
+    """BM25 over chunk texts, with the metadata needed to filter results."""
+
+    def __init__(
+        self,
+        retriever: bm25s.BM25 | None,
+        ids: list[str],
+        meta: list[dict[str, Any]],
+        version: str | None,
+    ) -> None:
+        self.retriever = retriever
+        self.ids = ids
+        self.meta = meta
+        self.version = version
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def build(
+        cls, rows: Iterable[tuple[str, str, dict[str, Any]]], version: str | None
+    ) -> LexicalIndex:
+        ids: list[str] = []
+        texts: list[str] = []
+        meta: list[dict[str, Any]] = []
+        for cid, text, m in rows:
+            ids.append(cid)
+            texts.append(f"{m.get('title', '')}\n{text}")
+            meta.append(
+                {k: m[k] for k in ("paper_id", "year", "categories") if k in m and m[k] is not None}
+            )
+        if not ids:
+            return cls(None, [], [], version)
+        retriever = bm25s.BM25()
+        try:
+            retriever.index(_tokenize(texts, ids=True), show_progress=False)
+        except ValueError:  # no indexable word in any chunk
+            return cls(None, ids, meta, version)
+        return cls(retriever, ids, meta, version)
+
+    @classmethod
+    def from_store(cls, store: Store) -> LexicalIndex:
+        version = store.version()
+        t0 = time.perf_counter()
+        rows = (
+            (cid, doc or "", meta) for cid, doc, meta in store.iter_chunks(include_documents=True)
+        )
+        index = cls.build(rows, version)
+        log.info("BM25 index built from %d chunks in %.2fs", len(index), time.perf_counter() - t0)
+        return index
+
+    def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> list[LexicalHit]:
+        if self.retriever is None or n <= 0:
+            return []
+        tokens = _tokenize([query], ids=False)
+        if not tokens or not tokens[0]:
+            return []
+        k = min(n, len(self.ids))
+        docs, scores = self.retriever.retrieve(
+            tokens, k=k, show_progress=False, weight_mask=allowed, n_threads=1
+        )
+        hits = []
+        for idx, score in zip(docs[0], scores[0], strict=True):
+            if score <= 0:
+                continue
+            hits.append(
+                LexicalHit(self.ids[int(idx)], str(self.meta[int(idx)]["paper_id"]), float(score))
+            )
+        return hits
+
+    def mask(self, keep: Any) -> np.ndarray:
+        """1 where `keep(meta)` is true: how metadata filters reach BM25."""
+        return np.array([1.0 if keep(m) else 0.0 for m in self.meta], dtype=np.float32)
+
+    # -- persistence --------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if self.retriever is not None:
+            self.retriever.save(str(tmp / "bm25"), show_progress=False)
+        (tmp / "rows.json").write_text(json.dumps({"ids": self.ids, "meta": self.meta}))
+        (tmp / "stamp.json").write_text(json.dumps({"version": self.version}))
+        # Swap in whole, so a reader never loads a half-written index.
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> LexicalIndex | None:
+        try:
+            stamp = json.loads((directory / "stamp.json").read_text())
+            rows = json.loads((directory / "rows.json").read_text())
+            retriever = (
+                bm25s.BM25.load(str(directory / "bm25"), show_progress=False)
+                if rows["ids"]
+                else None
+            )
+        except (OSError, ValueError, KeyError):
+            return None
+        return cls(retriever, rows["ids"], rows["meta"], stamp.get("version"))
+
+
+def lexical_dir(settings: Settings) -> Path | None:
+    """Where the BM25 copy is kept: beside an embedded store; nowhere for a server,
+    whose readers share no disk and rebuild from Chroma instead."""
+    if settings.chroma_url:
+        return None
+    return settings.data_dir / "bm25" / settings.collection_name
+
+
+def open_lexical(store: Store, settings: Settings) -> LexicalCache:
+    return LexicalCache(store, lexical_dir(settings), settings.retrieval.lexical_refresh_seconds)
+
+
+class LexicalCache:
+    """The current BM25 index for one store, rebuilt when the collection changes."""
+
+    def __init__(self, store: Store, directory: Path | None, refresh_seconds: float = 2.0) -> None:
+        self.store = store
+        self.directory = directory
+        self.refresh_seconds = refresh_seconds
+        self._index: LexicalIndex | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> LexicalIndex:
+        now = time.monotonic()
+        index = self._index
+        if index is not None and now - self._checked < self.refresh_seconds:
+            return index
+        with self._lock:
+            version = self.store.version()
+            self._checked = time.monotonic()
+            if self._index is not None and self._index.version == version:
+                return self._index
+            self._index = self._load_or_build(version)
+            return self._index
+
+    def refresh(self) -> LexicalIndex:
+        """Rebuild from the store now and save the copy (after an ingest)."""
+        with self._lock:
+            self._index = LexicalIndex.from_store(self.store)
+            self._checked = time.monotonic()
+            self._save(self._index)
+            return self._index
+
+    def _load_or_build(self, version: str | None) -> LexicalIndex:
+        if self.directory is not None and version is not None:
+            saved = LexicalIndex.load(self.directory)
+            if saved is not None and saved.version == version:
+                return saved
+        index = LexicalIndex.from_store(self.store)
+        self._save(index)
+        return index
+
+    def _save(self, index: LexicalIndex) -> None:
+        if self.directory is None or index.version is None:
+            return
+        try:
+            index.save(self.directory)
+        except OSError as exc:  # a read-only disk costs a rebuild next start, nothing more
+            log.warning("could not save the BM25 index to %s: %s", self.directory, exc)

@@ -1,0 +1,127 @@
+"""How well a passage supports a sentence: embedding similarity plus term overlap.
+
+Shared by the extractive generator (which sentences answer the question) and
+citation verification (does the cited paper say what the sentence claims).
+Sentence vectors are cached: abstracts repeat across questions, so after the
+first few questions almost nothing is embedded twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from rag.text import sentence_spans, terms
+from rag.types import Source
+
+# Weight of embedding similarity against term overlap in `support`.
+DENSE_WEIGHT = 0.6
+PAIR_PENALTY = 0.03
+
+
+class SentenceEncoder:
+    """Unit vectors for sentences, with an LRU cache keyed by the text."""
+
+    def __init__(self, embeddings: Embeddings, capacity: int = 50_000) -> None:
+        self.embeddings = embeddings
+        self.capacity = capacity
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            fresh = np.asarray(self.embeddings.embed_documents(missing), dtype=np.float32)
+            fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+            with self._lock:
+                for text, vec in zip(missing, fresh, strict=True):
+                    self._cache[text] = vec
+                while len(self._cache) > self.capacity:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                vec = self._cache.get(t)
+                if vec is None:  # evicted meanwhile by another thread: embed it alone
+                    vec = np.asarray(self.embeddings.embed_documents([t])[0], dtype=np.float32)
+                    vec /= max(float(np.linalg.norm(vec)), 1e-12)
+                out.append(vec)
+        return np.vstack(out) if out else np.zeros((0, 1), dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        vec = np.asarray(self.embeddings.embed_query(text), dtype=np.float32)
+        return vec / max(float(np.linalg.norm(vec)), 1e-12)
+
+
+@dataclass(frozen=True)
+class SourceSentence:
+    source: Source
+    start: int
+    end: int
+
+    @property
+    def text(self) -> str:
+        return self.source.abstract[self.start : self.end]
+
+
+def source_sentences(source: Source) -> list[SourceSentence]:
+    return [SourceSentence(source, a, b) for a, b in sentence_spans(source.abstract)]
+
+
+def source_windows(source: Source) -> list[SourceSentence]:
+    """Single sentences and adjacent pairs: a claim often rests on a sentence whose
+    subject ("them", "this method") is named in the one before."""
+    spans = sentence_spans(source.abstract)
+    singles = [SourceSentence(source, a, b) for a, b in spans]
+    pairs = [SourceSentence(source, a, d) for (a, _), (_, d) in zip(spans, spans[1:], strict=False)]
+    return singles + pairs
+
+
+def overlap(claim_terms: set[str], passage_terms: set[str]) -> float:
+    """Share of the claim's terms that the passage contains."""
+    if not claim_terms:
+        return 0.0
+    return len(claim_terms & passage_terms) / len(claim_terms)
+
+
+@dataclass(frozen=True)
+class Support:
+    score: float
+    sentence: SourceSentence | None
+
+
+def best_support(
+    claim: str,
+    source: Source,
+    encoder: SentenceEncoder,
+    claim_vec: np.ndarray | None = None,
+    shortlist: int = 4,
+) -> Support:
+    """The sentence of `source` that best supports `claim`, and how well.
+
+    Term overlap is cheap and picks a shortlist; only the shortlisted sentences
+    are embedded (most are cached already), which keeps a cold question fast.
+    """
+    sentences = source_windows(source)
+    n_single = len(sentence_spans(source.abstract))
+    if not sentences:
+        return Support(0.0, None)
+    claim_terms = set(terms(claim))
+    lex = [overlap(claim_terms, set(terms(s.text))) for s in sentences]
+    order = sorted(range(len(sentences)), key=lex.__getitem__, reverse=True)[:shortlist]
+    if claim_vec is None:
+        claim_vec = encoder.encode([claim])[0]
+    vecs = encoder.encode([sentences[i].text for i in order])
+    best = Support(0.0, None)
+    for row, i in enumerate(order):
+        score = DENSE_WEIGHT * float(vecs[row] @ claim_vec) + (1 - DENSE_WEIGHT) * lex[i]
+        if i >= n_single:
+            score -= PAIR_PENALTY  # prefer quoting one sentence when one suffices
+        if score > best.score:
+            best = Support(score, sentences[i])
+    return best

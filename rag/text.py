@@ -1,0 +1,55 @@
+"""Text helpers shared by retrieval, generation and verification.
+
+Sentences come from pysbd (rule-based; knows "e.g.", "et al.", decimals and
+URLs); terms from the same tokenizer, stopword list and Snowball stemmer that
+the BM25 index uses, so "generalize" and "generalization" meet.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+
+import pysbd
+import Stemmer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+STOPWORDS = frozenset(ENGLISH_STOP_WORDS)
+_STOP = STOPWORDS
+_local = threading.local()
+
+
+def stemmer() -> Stemmer.Stemmer:
+    # PyStemmer objects are not thread-safe: one per thread.
+    if not hasattr(_local, "stemmer"):
+        _local.stemmer = Stemmer.Stemmer("english")
+    return _local.stemmer
+
+
+def _segmenter() -> pysbd.Segmenter:
+    if not hasattr(_local, "segmenter"):
+        _local.segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
+    return _local.segmenter
+
+
+@lru_cache(maxsize=4096)
+def sentence_spans(text: str) -> tuple[tuple[int, int], ...]:
+    """(start, end) of each sentence, trailing whitespace excluded."""
+    spans = []
+    for span in _segmenter().segment(text):
+        start, end = span.start, span.end
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        while start < end and text[start].isspace():
+            start += 1
+        if end > start:
+            spans.append((start, end))
+    return tuple(spans)
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased, stemmed content words (stopwords dropped)."""
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP]
+    return stemmer().stemWords(words) if words else []

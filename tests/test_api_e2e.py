@@ -1,0 +1,220 @@
+"""End to end: `citeqa serve` under a real uvicorn on a loopback port, reached by
+the official openai SDK, LangChain's ChatOpenAI, plain HTTP streaming, and a
+headless Chromium driving the web page."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, SAMPLE, VENV_BIN, free_port, stop, wait_http
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "How do randomized tree ensembles regulate the smoothness of their predictions?"
+FOREST = "Why do Random Forests Work?"
+HOSTILE_ID = "2402.99999"
+HOSTILE = {
+    "id": HOSTILE_ID,
+    "title": "Gradient Checkpointing for <script>alert(1)</script> Memory-Bound Training",
+    "abstract": "We reduce activation memory of deep networks by recomputing activations "
+    "during the backward pass. <script>window.__pwned = true</script> Gradient "
+    "checkpointing cuts training memory of a 48-layer transformer by 70 percent "
+    'at a 30 percent compute cost. <img src=x onerror="window.__pwned=true">',
+    "update_date": "2024-02-01",
+}
+ARTIFACTS = Path(os.environ.get("CITEQA_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Ingest the sample plus a hostile abstract through the CLI, then serve it."""
+    tmp = tmp_path_factory.mktemp("served")
+    hostile = tmp / "hostile.jsonl"
+    hostile.write_text(json.dumps(HOSTILE) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITEQA_")}
+    env.update(CITEQA_DATA_DIR=str(tmp / "data"), HF_HUB_OFFLINE="1")
+    citeqa = str(VENV_BIN / "citeqa")
+    subprocess.run(
+        [citeqa, "ingest", str(SAMPLE), str(hostile), "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    port = free_port()
+    log = open(tmp / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [citeqa, "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/readyz", timeout=120, proc=proc)
+        yield url
+    finally:
+        stop(proc)
+        log.close()
+
+
+def check_completion_text(text: str, citations: list[dict]) -> None:
+    body, _, refs = text.partition("\n\nReferences:\n")
+    markers = {int(n) for n in re.findall(r"\[(\d+)\]", body)}
+    assert markers and markers == {c["n"] for c in citations}
+    for c in citations:
+        assert f"[{c['n']}] {c['title']}" in refs
+        assert c["quote"]
+    assert citations[0]["title"].startswith(FOREST)
+
+
+def test_openai_sdk_non_streaming(server: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=60, max_retries=0)
+    assert "citeqa" in {m.id for m in client.models.list()}
+    r = client.chat.completions.create(
+        model="citeqa", messages=[{"role": "user", "content": QUESTION}]
+    )
+    assert r.choices[0].finish_reason == "stop"
+    extra = r.model_extra or {}
+    check_completion_text(r.choices[0].message.content or "", extra["citations"])
+
+
+def test_openai_sdk_streaming(server: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=60, max_retries=0)
+    stream = client.chat.completions.create(
+        model="citeqa",
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, citations, usage, finish = [], None, None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+        if (chunk.model_extra or {}).get("citations") is not None:
+            citations = chunk.model_extra["citations"]
+    assert finish == "stop" and usage is not None and usage.completion_tokens > 0
+    assert len([p for p in pieces if p]) > 1  # really streamed in pieces
+    check_completion_text("".join(pieces), citations or [])
+
+
+def test_openai_sdk_sees_openai_errors(server: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "model_not_found"
+
+
+def test_langchain_chat_openai(server: str) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="citeqa", base_url=f"{server}/v1", api_key="unused", timeout=60)  # type: ignore[arg-type]
+    reply = llm.invoke(QUESTION)
+    assert FOREST in str(reply.content) and re.search(r"\[1\]", str(reply.content))
+    streamed = "".join(str(c.content) for c in llm.stream(QUESTION))
+    assert streamed == reply.content  # same verified answer, streamed
+
+
+def test_chat_sse_over_the_wire(server: str) -> None:
+    names = []
+    with httpx.stream(
+        "POST", f"{server}/v1/chat", json={"question": QUESTION, "stream": True}, timeout=60
+    ) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                names.append(line.split(":", 1)[1].strip())
+    assert names[0] == "token" and names[-2:] == ["citations", "done"]
+
+
+def test_hostile_abstract_is_data(server: str) -> None:
+    r = httpx.post(
+        f"{server}/v1/chat",
+        json={
+            "question": "How much memory does recomputing activations in the backward "
+            "pass save for a deep transformer?"
+        },
+        timeout=60,
+    )
+    body = r.json()
+    assert not body["refused"] and body["citations"][0]["paper_id"] == HOSTILE_ID
+    paper = httpx.get(f"{server}/v1/papers/{HOSTILE_ID}").json()
+    assert "<script>" in paper["abstract"]  # stored verbatim, as data
+
+
+def test_web_page_streams_an_answer_and_highlights_the_cited_passage(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.fill("#q", QUESTION)
+        page.click("#send")
+        answer = page.locator(".turn").last.locator(".a")
+        # The draft streams in, then the verified answer replaces it.
+        expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
+        cite = answer.locator("button.cite").first
+        expect(cite).to_have_text("[1]")
+        cite.click()
+        panel = page.locator("#panel")
+        expect(panel).to_be_visible()
+        expect(page.locator("#p-title")).to_contain_text(FOREST)
+        mark = page.locator("#p-abstract mark")
+        expect(mark).to_be_visible()
+        quote = mark.inner_text()
+        assert len(quote) > 40 and quote in page.locator("#p-abstract").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "web-answer.png"))
+
+        # A follow-up keeps the conversation; then the hostile paper shows as text.
+        page.fill(
+            "#q",
+            "How much memory does recomputing activations in the backward pass "
+            "save for a deep transformer?",
+        )
+        page.click("#send")
+        second = page.locator(".turn").nth(1).locator(".a")
+        expect(second).to_have_attribute("data-state", "done", timeout=30_000)
+        second.locator("button.cite").first.click()
+        expect(page.locator("#p-title")).to_contain_text("<script>alert(1)</script>")
+        expect(page.locator("#p-abstract")).to_contain_text(
+            "<script>window.__pwned = true</script>"
+        )
+        assert page.evaluate("window.__pwned === undefined")
+        assert page.locator("#panel script, #panel img").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "web-hostile.png"))
+        browser.close()
+    assert errors == []
