@@ -8,10 +8,15 @@ nothing is downloaded at run time. 'openai' calls any OpenAI-compatible
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 if TYPE_CHECKING:
@@ -20,20 +25,88 @@ if TYPE_CHECKING:
 LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
-class LocalEmbeddings(Embeddings):
-    """Sentence-transformers on the CPU; vectors are L2-normalised for cosine search."""
+# With native bf16, batches larger than this run in torch bf16 autocast (about twice
+# fp32); everything else, and all of it without native bf16, runs in onnxruntime.
+SMALL_BATCH = 32
 
-    def __init__(self, model_path: str, *, batch_size: int = 64, device: str = "cpu") -> None:
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def bf16_supported() -> bool:
+    """Native bf16 matrix maths on this CPU (AVX-512 BF16 or AMX); emulated bf16 is slower
+    than fp32, so without these flags it is never used."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+class LocalEmbeddings(Embeddings):
+    """all-MiniLM-L6-v2 on the CPU; vectors are L2-normalised for cosine search.
+
+    Queries and small batches run through onnxruntime, which skips most of
+    the framework's per-call overhead (about 4 ms a query against 12-20 ms);
+    large batches (ingest) too, unless the CPU does bf16 natively, where
+    sentence-transformers in bf16 autocast is faster. All paths give the same
+    vectors to within float rounding (ONNX fp32: cosine 0.99999; bf16: > 0.999),
+    so one collection can hold vectors from any of them.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        batch_size: int = 64,
+        device: str = "cpu",
+        query_backend: str = "torch",
+        precision: str = "fp32",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.model_path = model_path
         self.batch_size = batch_size
         self.device = device
+        self.bf16 = device == "cpu" and (
+            precision == "bf16" or (precision == "auto" and bf16_supported())
+        )
         self._model: Any = None
+        self._onnx: Any = None
+        self._want_onnx = query_backend in ("onnx", "auto") and cache_dir is not None
+        self._onnx_required = query_backend == "onnx"
+        self.cache_dir = cache_dir
         # encode() is not safe to call from several threads at once on one model.
         self._lock = threading.Lock()
 
+    def _fast(self) -> Any:
+        """The onnxruntime encoder, or None when it is off or could not be built."""
+        if not self._want_onnx:
+            return None
+        if self._onnx is None:
+            from rag.onnx_embed import OnnxEncoder
+
+            assert self.cache_dir is not None
+            try:
+                self._onnx = OnnxEncoder(self.model_path, self.cache_dir).load()
+            except Exception as exc:
+                if self._onnx_required:
+                    raise
+                log.warning("ONNX query path unavailable, using torch: %s", exc)
+                self._want_onnx = False
+                return None
+        return self._onnx
+
     def load(self) -> LocalEmbeddings:
         """Load the model now (it loads on first use otherwise: a re-ingest of
-        unchanged input never pays for it)."""
+        unchanged input never pays for it). With the ONNX path and no native bf16,
+        torch is never loaded at all."""
+        if not self.bf16 and self._fast() is not None:
+            return self
+        self._load_torch()
+        return self
+
+    def _load_torch(self) -> None:
         with self._lock:
             if self._model is None:
                 # Weights come from disk; make any accidental hub call fail fast.
@@ -46,17 +119,20 @@ class LocalEmbeddings(Embeddings):
                 self._model = SentenceTransformer(self.model_path, device=self.device)
                 # The first forward pass pays one-off set-up costs: pay them here.
                 self._model.encode(["warm up"], show_progress_bar=False)
-        return self
 
     @property
     def dimension(self) -> int:
-        return int(self.load()._model.get_embedding_dimension())
+        return len(self._encode(["dimension"])[0])
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        self.load()
-        with self._lock:
+        if len(texts) <= SMALL_BATCH or not self.bf16:
+            fast = self._fast()
+            if fast is not None:
+                return fast.encode(texts, self.batch_size).tolist()  # type: ignore[no-any-return]
+        self._load_torch()
+        with self._lock, self._autocast():
             vectors = self._model.encode(
                 texts,
                 batch_size=self.batch_size,
@@ -64,7 +140,14 @@ class LocalEmbeddings(Embeddings):
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return vectors.tolist()
+        return np.asarray(vectors, dtype=np.float32).tolist()  # type: ignore[no-any-return]
+
+    def _autocast(self) -> Any:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._encode(list(texts))
@@ -90,7 +173,14 @@ def make_embeddings(settings: Settings) -> Embeddings:
                 "use all-MiniLM-L6-v2 or a directory holding a sentence-transformers model"
             )
         path = cfg.model if os.path.isdir(cfg.model) else local_model_path()
-        return LocalEmbeddings(path, batch_size=cfg.batch_size, device=cfg.device)
+        return LocalEmbeddings(
+            path,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            query_backend=cfg.query_backend,
+            precision=cfg.precision,
+            cache_dir=cfg.cache_dir,
+        )
     from langchain_openai import OpenAIEmbeddings
 
     return OpenAIEmbeddings(

@@ -37,26 +37,38 @@ def _fingerprint(model_path: str) -> str:
 
 def export_onnx(model_path: str, target: Path) -> Path:
     """Export the transformer of a sentence-transformers model directory to ONNX."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local weights only, never the hub
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_path)
-    model.eval()
-    sample = {
-        "input_ids": torch.ones((2, 16), dtype=torch.long),
-        "attention_mask": torch.ones((2, 16), dtype=torch.long),
-        "token_type_ids": torch.zeros((2, 16), dtype=torch.long),
-    }
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(model_path)
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+            out = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
+            return out.last_hidden_state
+
+    model = Encoder().eval()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    sample = (
+        torch.ones((2, 16), dtype=torch.long),
+        torch.ones((2, 16), dtype=torch.long),
+        torch.zeros((2, 16), dtype=torch.long),
+    )
     axes = {0: "batch", 1: "tokens"}
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     with torch.no_grad():
         torch.onnx.export(
             model,
-            (sample,),
+            sample,
             str(tmp),
-            input_names=list(sample),
+            input_names=names,
             output_names=["last_hidden_state"],
-            dynamic_axes={**dict.fromkeys(sample, axes), "last_hidden_state": axes},
+            dynamic_axes={**dict.fromkeys(names, axes), "last_hidden_state": axes},
             opset_version=17,
             dynamo=False,
         )
@@ -110,21 +122,30 @@ class OnnxEncoder:
             self._inputs = {i.name for i in session.get_inputs()}
             self._tokenizer = tok
             self._session = session
+            self.encode(["warm up"])  # the first run pays one-off set-up costs: pay them here
         return self
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         self.load()
         assert self._tokenizer is not None and self._session is not None
         enc = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in enc], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        (hidden,) = self._session.run(["last_hidden_state"], feed)
-        m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return pooled.astype(np.float32)
+        # Like sentence-transformers: batches of similar length, so little is padding.
+        order = sorted(range(len(enc)), key=lambda i: sum(enc[i].attention_mask))
+        parts: dict[int, np.ndarray] = {}
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
+            width = max(sum(enc[i].attention_mask) for i in idx)
+            ids = np.array([enc[i].ids[:width] for i in idx], dtype=np.int64)
+            mask = np.array([enc[i].attention_mask[:width] for i in idx], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._inputs:
+                feed["token_type_ids"] = np.zeros_like(ids)
+            (hidden,) = self._session.run(["last_hidden_state"], feed)
+            m = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            for row, i in enumerate(idx):
+                parts[i] = pooled[row]
+        return np.vstack([parts[i] for i in range(len(texts))]).astype(np.float32)

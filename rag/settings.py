@@ -42,6 +42,21 @@ class EmbeddingSettings(_Group):
     )
     batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per model call.")
     device: str = Field("cpu", description="Torch device for the local model.")
+    query_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="How the local model embeds queries and small batches: 'onnx' "
+        "(onnxruntime, exported once from the local weights; a few ms a query), 'torch', "
+        "or 'auto' (onnx, falling back to torch if the export fails).",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Torch precision for large batches (ingest): 'auto' uses bf16 autocast "
+        "where the CPU has native bf16 (AVX-512 BF16 or AMX), else fp32.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "citeqa",
+        description="Where the exported ONNX graph of the local model is kept.",
+    )
 
 
 class RetrievalSettings(_Group):

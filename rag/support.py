@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -82,7 +84,25 @@ def source_windows(source: Source) -> list[SourceSentence]:
     return singles + pairs
 
 
-def overlap(claim_terms: set[str], passage_terms: set[str]) -> float:
+@lru_cache(maxsize=65_536)
+def term_set(text: str) -> frozenset[str]:
+    """`terms(text)` as a set, cached: abstracts' sentences recur across questions."""
+    return frozenset(terms(text))
+
+
+def lexical_support(claim_terms: frozenset[str], source: Source) -> Support:
+    """The single sentence of `source` that holds the most of the claim's terms (the
+    paper's title counts with every sentence: a claim may name the paper)."""
+    title = term_set(source.title)
+    best = Support(0.0, None)
+    for sentence in source_sentences(source):
+        score = overlap(claim_terms, term_set(sentence.text) | title)
+        if score > best.score:
+            best = Support(score, sentence)
+    return best
+
+
+def overlap(claim_terms: AbstractSet[str], passage_terms: AbstractSet[str]) -> float:
     """Share of the claim's terms that the passage contains."""
     if not claim_terms:
         return 0.0
@@ -111,8 +131,8 @@ def best_support(
     n_single = len(sentence_spans(source.abstract))
     if not sentences:
         return Support(0.0, None)
-    claim_terms = set(terms(claim))
-    lex = [overlap(claim_terms, set(terms(s.text))) for s in sentences]
+    claim_terms = term_set(claim)
+    lex = [overlap(claim_terms, term_set(s.text)) for s in sentences]
     order = sorted(range(len(sentences)), key=lex.__getitem__, reverse=True)[:shortlist]
     if claim_vec is None:
         claim_vec = encoder.encode([claim])[0]

@@ -13,12 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.support import SentenceEncoder, Support, best_support
-from rag.text import sentence_spans, terms
+from rag.support import SentenceEncoder, Support, best_support, lexical_support, term_set
+from rag.text import sentence_spans
 from rag.types import Citation, Source
 
 SUPPORTED = 0.55  # least support score for a citation to stand
 ADD_CITATION = 0.65  # least support to add a marker to an uncited sentence
+# A claim whose content words nearly all stand in one sentence of the cited paper
+# (with its title) is supported without asking the embedder: an extractive
+# summary's sentences, or a model quoting closely. Anything less takes the full check.
+LEXICAL_SURE = 0.9
 MIN_CLAIM_TERMS = 4  # shorter sentences ("In short:") are not claims
 
 # [1], [1, 2], [1][2], [Source 1], [^1], 【1】
@@ -75,8 +79,20 @@ def verify(draft: str, sources: list[Source], encoder: SentenceEncoder) -> Verif
             counts["invalid"] += len(wanted) - len(valid)
             counts["dropped"] += len(wanted) - len(valid)
             final: list[int] = []
-            is_claim = len(set(terms(claim))) >= MIN_CLAIM_TERMS
-            if is_claim and sources:
+            claim_terms = term_set(claim)
+            is_claim = len(claim_terms) >= MIN_CLAIM_TERMS
+            sure = (
+                {n: lexical_support(claim_terms, by_n[n]) for n in valid}
+                if is_claim and valid
+                else {}
+            )
+            if sure and all(sup.score >= LEXICAL_SURE for sup in sure.values()):
+                final = list(valid)
+                counts["kept"] += len(final)
+                for n in final:
+                    if n not in quotes or sure[n].score > quotes[n].score:
+                        quotes[n] = sure[n]
+            elif is_claim and sources:
                 claim_vec = encoder.encode([claim])[0]
                 support = {s.n: best_support(claim, s, encoder, claim_vec) for s in sources}
                 best_n = max(support, key=lambda n: support[n].score)

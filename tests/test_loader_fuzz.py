@@ -192,3 +192,31 @@ def test_ingesting_fuzz_never_crashes_and_loses_nothing(tmp_path: Path, stored, 
     after = {cid: doc for cid, doc, _ in job.store.iter_chunks(include_documents=True)}
     for cid, doc in before.items():
         assert after.get(cid) == doc
+
+
+def test_very_long_tokens_are_stored_and_shown_as_data(tmp_path: Path, embeddings) -> None:
+    """A 30,000-character 'word' (no spaces) and markup survive chunking, embedding
+    (the tokenizer truncates) and BM25, and the paper is still found and shown whole."""
+    from rag.retrieve import make_retriever, search_papers
+
+    settings = Settings(data_dir=tmp_path / "d")
+    store = open_store(settings)
+    token = "A" * 30_000
+    abstract = (
+        f"Glossolalic tokenizers split {token} into pieces. "
+        "<img src=x onerror=alert(1)> We show that glossolalic tokenizers double the "
+        "compression of byte-level vocabularies on code."
+    )
+    path = tmp_path / "long.jsonl"
+    path.write_text(
+        json.dumps({"id": "2410.00001", "title": "Glossolalic Tokenizers", "abstract": abstract})
+        + "\n"
+    )
+    summary = IngestJob(store, embeddings, settings, progress=False).run([str(path)])
+    assert summary.added == 1 and summary.chunks_written >= 2
+    assert store.paper("2410.00001")["abstract"] == abstract
+    retriever = make_retriever(settings, store, embeddings)
+    for mode in ("hybrid", "bm25", "dense"):
+        hits = search_papers("glossolalic tokenizers compression", retriever, 3, mode=mode)
+        assert hits and hits[0].paper_id == "2410.00001"
+        assert abstract[hits[0].start : hits[0].end] == hits[0].snippet

@@ -1,0 +1,48 @@
+"""The embedding paths agree: onnxruntime (queries, small batches, and ingest where
+the CPU has no native bf16) and sentence-transformers give the same vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rag.embeddings import LocalEmbeddings, bf16_supported, local_model_path
+from rag.settings import Settings
+
+TEXTS = [
+    "How do random forests smooth their predictions?",
+    "HelixSurf alternates multi-view stereo and neural implicit surfaces to reconstruct "
+    "indoor scenes, regularising each with the other, and runs far faster than before.",
+    "x",
+]
+
+
+def test_onnx_and_torch_give_the_same_vectors(tmp_path: Path) -> None:
+    path = local_model_path()
+    torch_only = LocalEmbeddings(path, query_backend="torch")
+    onnx = LocalEmbeddings(path, query_backend="onnx", cache_dir=tmp_path / "cache")
+    a = np.array(torch_only.embed_documents(TEXTS * 3))
+    b = np.array(onnx.embed_documents(TEXTS * 3))
+    assert a.shape == b.shape == (9, 384)
+    assert np.all(np.sum(a * b, axis=1) > 0.9999)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    q = np.array(onnx.embed_query(TEXTS[0]))
+    assert float(q @ a[0]) > 0.9999
+    # The ONNX graph was exported once, into the cache, and is reused from there.
+    files = list((tmp_path / "cache").glob("*.onnx"))
+    assert len(files) == 1
+    again = LocalEmbeddings(path, query_backend="onnx", cache_dir=tmp_path / "cache")
+    mtime = files[0].stat().st_mtime
+    again.embed_query("reuse")
+    assert files[0].stat().st_mtime == mtime
+    # Only the ONNX path ran: torch's model was never loaded.
+    assert onnx._model is None
+
+
+def test_settings_choose_the_paths(tmp_path: Path) -> None:
+    emb = LocalEmbeddings(local_model_path(), precision="fp32", query_backend="torch")
+    assert emb.bf16 is False and emb._fast() is None
+    auto = LocalEmbeddings(local_model_path(), precision="auto")
+    assert auto.bf16 == bf16_supported()
+    assert Settings(data_dir=tmp_path).embedding.query_backend == "auto"
