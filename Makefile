@@ -39,7 +39,7 @@ test: install-dev
 
 ## bench: speed against baselines in the same run; writes reports/
 bench: install-dev
-	$(BIN)/python -m evals.bench.ingest
+	$(BIN)/python -m evals.bench --out reports
 
 bench-ingest: bench
 

@@ -7,6 +7,9 @@ embedding model once, before the first request.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +27,8 @@ from rag.embeddings import make_embeddings
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
 
+log = logging.getLogger(__name__)
+
 DESCRIPTION = """
 Question answering over research-paper abstracts: every claim in an answer
 carries a marker like [1] that maps to a paper and the passage supporting it,
@@ -35,6 +40,15 @@ and questions the corpus does not cover are refused rather than answered.
 * Reads need `Authorization: Bearer <key>` when `CITEQA_API_KEYS` is set;
   writes always need the admin key (`CITEQA_ADMIN_KEY`).
 """
+
+
+def _warm(chain, limit: int, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    try:
+        t0 = time.perf_counter()
+        n = chain.warm(limit, stop)
+        log.info("warm-up: %d abstract sentences embedded in %.1fs", n, time.perf_counter() - t0)
+    except Exception as exc:  # a store outage at start: questions just pay as they come
+        log.warning("warm-up stopped: %s", exc)
 
 
 def create_app(
@@ -58,7 +72,21 @@ def create_app(
             settings, store=app.state.store, embeddings=app.state.embeddings
         )
         app.state.chain.retriever.lexical.get()  # build or load BM25 before serving
+        if settings.llm != "extractive":
+            # Build the client now: its imports cost seconds that a first question,
+            # racing the LLM timeout, should not pay.
+            try:
+                app.state.chain.generator(settings.llm)
+            except Exception as exc:  # reported by /readyz; answers fall back
+                log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
+        stop = threading.Event()
+        limit = settings.retrieval.warm_sentences
+        if limit:
+            threading.Thread(
+                target=_warm, args=(app.state.chain, limit, stop), name="warm-up", daemon=True
+            ).start()
         yield
+        stop.set()
 
     app = FastAPI(
         title="citeqa",

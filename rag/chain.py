@@ -29,7 +29,7 @@ from rag.retrieve import Filters, Mode, Retrieval, Retriever, make_retriever
 from rag.settings import Settings
 from rag.store import Store, open_store
 from rag.support import SentenceEncoder
-from rag.text import terms
+from rag.text import sentence_spans, terms
 from rag.types import Answer
 from rag.verify import verify
 
@@ -270,6 +270,34 @@ class QAChain:
             timings=timings,
             **base,
         )
+
+    # -- warm-up --------------------------------------------------------------------
+
+    def warm(self, limit: int, stop: threading.Event, batch: int = 16) -> int:
+        """Embed abstract sentences ahead of questions (the extractive summary and the
+        citation checks need them), up to `limit`, in small batches that leave the CPU
+        to requests; returns how many. Stops early when `stop` is set."""
+        done = 0
+        offset = 0
+        pending: list[str] = []
+        while done < limit and not stop.is_set():
+            page = self.retriever.store.papers(offset=offset, limit=100)
+            if not page:
+                break
+            offset += len(page)
+            for meta in page:
+                abstract = str(meta.get("abstract") or "")
+                pending += [abstract[a:b] for a, b in sentence_spans(abstract)]
+                while len(pending) >= batch and done < limit and not stop.is_set():
+                    take = min(batch, limit - done)
+                    self.encoder.encode(pending[:take])
+                    done += take
+                    pending = pending[take:]
+                    stop.wait(0.05)  # yield to requests between batches
+        if pending and done < limit and not stop.is_set():
+            self.encoder.encode(pending[: limit - done])
+            done += min(len(pending), limit - done)
+        return done
 
     # -- entry points -------------------------------------------------------------
 

@@ -85,6 +85,12 @@ class RetrievalSettings(_Group):
     lexical_refresh_seconds: float = Field(
         2.0, ge=0, description="How often a reader checks whether the BM25 index is stale."
     )
+    warm_sentences: int = Field(
+        5000,
+        ge=0,
+        description="At API start, embed up to this many abstract sentences in the "
+        "background, so first questions do not pay for them (0: off).",
+    )
 
 
 class ApiSettings(_Group):

@@ -21,6 +21,9 @@ from langchain_core.embeddings import Embeddings
 
 from rag.settings import Settings, get_settings
 
+# Session-wide too (session fixtures build Settings before per-test env is set).
+os.environ["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "hf-papers-page.txt"
 VENV_BIN = Path(sys.executable).parent
@@ -34,6 +37,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
             monkeypatch.delenv(key)
     data_dir = tmp_path / "citeqa-data"
     monkeypatch.setenv("CITEQA_DATA_DIR", str(data_dir))
+    # Background warm-up would compete for the 2 cores with timing-sensitive tests.
+    monkeypatch.setenv("CITEQA_RETRIEVAL__WARM_SENTENCES", "0")
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()

@@ -222,3 +222,23 @@ def test_injected_abstract_is_data_not_instructions(tmp_path: Path, embeddings) 
     assert "code-switched" in answer.answer
     assert answer.citations[0].paper_id == "2501.00001"
     assert_valid_answer(answer, store)
+
+
+def test_warm_up_embeds_abstract_sentences_ahead_of_questions(
+    sample_settings, sample_store, embeddings
+) -> None:
+    import threading
+
+    chain = build_chain(sample_settings, store=sample_store, embeddings=embeddings)
+    assert chain.warm(100, threading.Event()) == 100
+    cached = len(chain.encoder._cache)
+    assert cached >= 100
+    stopped = threading.Event()
+    stopped.set()
+    assert chain.warm(100, stopped) == 0
+    # The sentences a question's summary needs are now mostly there already.
+    everything = chain.warm(10_000, threading.Event())
+    assert 300 < everything < 10_000  # the whole sample, then it stops by itself
+    before = len(chain.encoder._cache)
+    chain.invoke(Question("How do randomized tree ensembles regulate their smoothness?"))
+    assert len(chain.encoder._cache) - before < 10

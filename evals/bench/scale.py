@@ -45,7 +45,7 @@ class Synthetic:
         syll = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "zen", "qua", "dor", "pel"]
         words = set()
         while len(words) < VOCAB:
-            n = rng.integers(2, 5)
+            n = rng.integers(2, 6)  # 12^2 + ... + 12^5 names: room for VOCAB
             words.add("".join(rng.choice(syll, n)))
         self.vocab = np.array(sorted(words))
         ranks = np.arange(1, VOCAB + 1)
