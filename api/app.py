@@ -42,13 +42,17 @@ and questions the corpus does not cover are refused rather than answered.
 """
 
 
-def _warm(chain, limit: int, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+def _warm(chain, limit: int, stop: threading.Event, state: dict) -> None:  # type: ignore[no-untyped-def]
+    """Runs beside the server; /readyz shows `warmup.running` until it is done."""
     try:
         t0 = time.perf_counter()
         n = chain.warm(limit, stop)
+        state["sentences"] = n
         log.info("warm-up: %d abstract sentences embedded in %.1fs", n, time.perf_counter() - t0)
     except Exception as exc:  # a store outage at start: questions just pay as they come
         log.warning("warm-up stopped: %s", exc)
+    finally:
+        state["running"] = False
 
 
 def create_app(
@@ -81,9 +85,13 @@ def create_app(
                 log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
         stop = threading.Event()
         limit = settings.retrieval.warm_sentences
+        app.state.warmup = {"running": bool(limit), "sentences": 0}
         if limit:
             threading.Thread(
-                target=_warm, args=(app.state.chain, limit, stop), name="warm-up", daemon=True
+                target=_warm,
+                args=(app.state.chain, limit, stop, app.state.warmup),
+                name="warm-up",
+                daemon=True,
             ).start()
         yield
         stop.set()

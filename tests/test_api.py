@@ -374,3 +374,19 @@ def test_page_is_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "citeqa" in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_readyz_shows_the_warm_up_until_it_is_done(sample_settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
+    import time
+
+    from rag.settings import RetrievalSettings
+
+    settings = sample_settings.model_copy(
+        update={"retrieval": RetrievalSettings(warm_sentences=150)}
+    )
+    for c in make_client(settings, sample_store, embeddings):
+        deadline = time.monotonic() + 60
+        while c.get("/readyz").json()["warmup"]["running"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.get("/readyz").json()["warmup"] == {"running": False, "sentences": 150}
+        assert c.post("/v1/chat", json={"question": COVERED}).status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -39,7 +39,7 @@ def _store_status(store: Store) -> dict[str, object]:
     description="`status` is `ready`, `degraded` (the LLM is unreachable: answers fall "
     "back to the extractive generator) or `unavailable` (the store is down: 503).",
 )
-async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
     store_status = await run_in_threadpool(_store_status, store)
     llm = await run_in_threadpool(
         check_generator, settings.llm, settings, min(3.0, settings.request_timeout)
@@ -50,7 +50,11 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         status, code = "degraded", 200
     else:
         status, code = "ready", 200
-    return JSONResponse({"status": status, "store": store_status, "llm": llm}, status_code=code)
+    warmup = getattr(request.app.state, "warmup", {"running": False, "sentences": 0})
+    return JSONResponse(
+        {"status": status, "store": store_status, "llm": llm, "warmup": dict(warmup)},
+        status_code=code,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

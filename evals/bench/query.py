@@ -170,6 +170,11 @@ def run(requests: int, out: Path | None = None) -> tuple[dict[str, Any], list[tu
         base = f"http://127.0.0.1:{port}"
         try:
             _wait(f"{base}/readyz", proc)
+            deadline = time.monotonic() + 300  # measure the service, not its warm-up
+            while time.monotonic() < deadline:
+                if not httpx.get(f"{base}/readyz", timeout=10).json()["warmup"]["running"]:
+                    break
+                time.sleep(0.5)
             for q in questions[:10]:  # warm caches the way a running service has them
                 httpx.get(f"{base}/v1/search", params={"q": q}, timeout=60)
                 httpx.post(f"{base}/v1/chat", json={"question": q}, timeout=60)
