@@ -13,6 +13,8 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 MARKER = re.compile(r"\[(\d+)\]")
 
 
@@ -113,10 +115,7 @@ def mean(values: Iterable[float | None]) -> float | None:
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), p in [0, 100]."""
+    """Linear-interpolated percentile (numpy's default), p in [0, 100]; None when empty."""
     if not values:
         return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    return float(np.percentile(values, p))

@@ -15,12 +15,13 @@ from collections.abc import Iterable, Iterator
 
 from rag.generate.prompt import REWRITE, SYSTEM
 from rag.settings import Settings
-from rag.text import sentence_spans
+from rag.text import segment
 
 SHINGLE = 6  # words in a row shared with a prompt that count as quoting it
 MIN_SECRET = 6  # shorter "secrets" would match ordinary words
 
 _WORD = re.compile(r"\w+")
+_END_MARK = re.compile(r"[.!?\n]")
 
 
 def _shingles(text: str, n: int = SHINGLE) -> set[tuple[str, ...]]:
@@ -55,7 +56,7 @@ class OutputGuard:
         out = []
         for paragraph in text.split("\n"):
             kept = []
-            for a, b in sentence_spans(paragraph) if paragraph.strip() else ():
+            for a, b in segment(paragraph) if paragraph.strip() else ():  # one-off text
                 sentence = paragraph[a:b]
                 if self.unsafe(sentence):
                     removed += 1
@@ -73,17 +74,25 @@ class OutputGuard:
         once the next one has begun (or the stream ended) and it passed the check.
         `None` (the generator's reset) drops what is held and passes through."""
         held = ""
+        ended = False
         for piece in pieces:
             if piece is None:
-                held = ""
+                held, ended = "", False
                 yield None
                 continue
             held += piece
-            spans = sentence_spans(held)
+            # Segmenting is the costly part: only once an end mark has arrived (until
+            # the next sentence has begun), and uncached, so a stream's growing
+            # prefixes never evict the abstracts' spans from the cache.
+            ended = ended or bool(_END_MARK.search(piece))
+            if not ended:
+                continue
+            spans = segment(held)
             if len(spans) < 2:
                 continue
             cut = spans[-1][0]  # everything before the last, possibly unfinished, sentence
             ready, held = held[:cut], held[cut:]
+            ended = bool(_END_MARK.search(held))
             text, _ = self.clean(ready)
             if text:
                 yield text + ("\n" if ready.rstrip(" ").endswith("\n") else " ")

@@ -36,7 +36,13 @@ def _segmenter() -> pysbd.Segmenter:
 
 @lru_cache(maxsize=4096)
 def sentence_spans(text: str) -> tuple[tuple[int, int], ...]:
-    """(start, end) of each sentence, trailing whitespace excluded."""
+    """(start, end) of each sentence, trailing whitespace excluded. Cached: abstracts
+    recur across questions."""
+    return segment(text)
+
+
+def segment(text: str) -> tuple[tuple[int, int], ...]:
+    """`sentence_spans` without the cache, for text seen once (a stream's prefix)."""
     spans = []
     for span in _segmenter().segment(text):
         start, end = span.start, span.end
