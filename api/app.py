@@ -24,6 +24,7 @@ from api.routes import chat, health, openai_compat, papers, search, web
 from api.security import Guard
 from rag.chain import build_chain
 from rag.embeddings import make_embeddings
+from rag.lexical import compile_jit
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
 
@@ -42,11 +43,17 @@ and questions the corpus does not cover are refused rather than answered.
 """
 
 
-def _warm(chain, limit: int, stop: threading.Event, state: dict) -> None:  # type: ignore[no-untyped-def]
+def _warm(chain, limit: int, jit: bool, stop: threading.Event, state: dict) -> None:  # type: ignore[no-untyped-def]
     """Runs beside the server; /readyz shows `warmup.running` until it is done."""
     try:
+        if jit:
+            t0 = time.perf_counter()
+            state["bm25_jit"] = "ready" if compile_jit() else "unavailable"
+            log.info(
+                "warm-up: BM25 kernels %s in %.1fs", state["bm25_jit"], time.perf_counter() - t0
+            )
         t0 = time.perf_counter()
-        n = chain.warm(limit, stop)
+        n = chain.warm(limit, stop) if limit else 0
         state["sentences"] = n
         log.info("warm-up: %d abstract sentences embedded in %.1fs", n, time.perf_counter() - t0)
     except Exception as exc:  # a store outage at start: questions just pay as they come
@@ -85,11 +92,16 @@ def create_app(
                 log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
         stop = threading.Event()
         limit = settings.retrieval.warm_sentences
-        app.state.warmup = {"running": bool(limit), "sentences": 0}
-        if limit:
+        jit = settings.retrieval.bm25_jit
+        app.state.warmup = {
+            "running": bool(limit or jit),
+            "sentences": 0,
+            "bm25_jit": "compiling" if jit else "off",
+        }
+        if limit or jit:
             threading.Thread(
                 target=_warm,
-                args=(app.state.chain, limit, stop, app.state.warmup),
+                args=(app.state.chain, limit, jit, stop, app.state.warmup),
                 name="warm-up",
                 daemon=True,
             ).start()

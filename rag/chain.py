@@ -200,7 +200,9 @@ class QAChain:
         state["draft_info"] = info
         try:
             if name == "extractive":
-                yield from self.extractive.stream(state["standalone"], retrieval.sources)
+                yield from self.extractive.stream(
+                    state["standalone"], retrieval.sources, retrieval.vector
+                )
             else:
                 gen = self.generator(name)
                 yield from stream_with_deadline(
@@ -210,7 +212,9 @@ class QAChain:
         except (GeneratorUnavailable, RuntimeError, ImportError) as exc:
             yield None
             info.update(generator="extractive", degraded=True, reason=str(exc))
-            yield from self.extractive.stream(state["standalone"], retrieval.sources)
+            yield from self.extractive.stream(
+                state["standalone"], retrieval.sources, retrieval.vector
+            )
         finally:
             state["timings"]["generate"] = time.perf_counter() - t0
 
@@ -248,7 +252,7 @@ class QAChain:
         checked = verify(safe, retrieval.sources, self.encoder)
         if not checked.citations and draft.generator != "extractive":
             # The model wrote nothing the sources support: answer from the sources instead.
-            text = self.extractive.answer(state["standalone"], retrieval.sources)
+            text = self.extractive.answer(state["standalone"], retrieval.sources, retrieval.vector)
             checked = verify(text, retrieval.sources, self.encoder)
             draft = Draft(
                 text,

@@ -76,20 +76,59 @@ def export_onnx(model_path: str, target: Path) -> Path:
     return target
 
 
-class OnnxEncoder:
-    """Unit vectors for texts, like `SentenceTransformer.encode(normalize_embeddings=True)`."""
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Dynamic int8 quantization of the exported graph's weights, per output channel.
 
-    def __init__(self, model_path: str, cache_dir: Path, threads: int | None = None) -> None:
+    Per-channel keeps vectors within about cosine 0.99 of fp32 (per-tensor drifts
+    to about 0.93). reduce_range (7-bit weights) avoids the saturation of the
+    u8 x s8 multiply-add that AVX2 CPUs without VNNI use.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    quantize_dynamic(
+        str(source),
+        str(tmp),
+        per_channel=True,
+        reduce_range=True,
+        weight_type=QuantType.QInt8,
+    )
+    tmp.replace(target)
+    return target
+
+
+class OnnxEncoder:
+    """Unit vectors for texts, like `SentenceTransformer.encode(normalize_embeddings=True)`.
+
+    `int8` runs the dynamically quantized graph: about 1.5x the texts/s of fp32 on
+    an AVX2 CPU, for bulk embedding (ingest); queries stay in fp32.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        cache_dir: Path,
+        threads: int | None = None,
+        *,
+        int8: bool = False,
+    ) -> None:
         self.model_path = model_path
         self.cache_dir = cache_dir
         self.threads = threads or os.cpu_count() or 1
+        self.int8 = int8
         self._session = None
         self._tokenizer = None
         self._lock = threading.Lock()
 
     @property
-    def onnx_path(self) -> Path:
+    def fp32_path(self) -> Path:
         return self.cache_dir / f"minilm-{_fingerprint(self.model_path)}.onnx"
+
+    @property
+    def onnx_path(self) -> Path:
+        if self.int8:
+            return self.fp32_path.with_name(self.fp32_path.stem + "-int8pc.onnx")
+        return self.fp32_path
 
     def load(self) -> OnnxEncoder:
         if self._session is not None:
@@ -101,10 +140,13 @@ class OnnxEncoder:
             from tokenizers import Tokenizer
 
             path = self.onnx_path
+            if not self.fp32_path.exists():
+                self.fp32_path.parent.mkdir(parents=True, exist_ok=True)
+                log.info("exporting the embedding model to ONNX at %s (once)", self.fp32_path)
+                export_onnx(self.model_path, self.fp32_path)
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                log.info("exporting the embedding model to ONNX at %s (once)", path)
-                export_onnx(self.model_path, path)
+                log.info("quantizing the ONNX graph to int8 at %s (once)", path)
+                quantize_int8(self.fp32_path, path)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1

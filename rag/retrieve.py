@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +21,7 @@ from langchain_core.embeddings import Embeddings
 
 from rag.lexical import LexicalCache, open_lexical
 from rag.settings import RetrievalSettings, Settings
-from rag.store import Store
+from rag.store import RecordCache, Store
 from rag.text import terms
 from rag.types import ChunkHit, PaperHit, Passage, Source
 
@@ -76,6 +76,8 @@ class Retrieval:
     relevant: bool
     gate: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    vector: list[float] | None = None
+    """The query's embedding, when dense retrieval made one: later steps reuse it."""
 
 
 def rrf(rankings: list[list[str]], k: int) -> dict[str, float]:
@@ -140,16 +142,20 @@ class Retriever:
         timings: dict[str, float] = {}
         n = max(cfg.candidates, k * 4)
 
-        dense: list[ChunkHit] = []
+        t0 = time.perf_counter()
+        index = self.lexical.get()
+        records = index.records
+        timings["index"] = time.perf_counter() - t0
+        nearest: list[tuple[str, float, list[float] | None]] = []
+        vector = None
         if mode in ("hybrid", "dense"):
             t0 = time.perf_counter()
             vector = self.embeddings.embed_query(query)
             timings["embed"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            dense = self.store.query(vector, n, filters.where(), with_vectors=use_mmr)
+            nearest = self.store.nearest(vector, n, filters.where(), with_vectors=use_mmr)
             timings["dense"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        index = self.lexical.get()
         lexical = []
         if mode in ("hybrid", "bm25"):
             mask = index.mask(filters.keep) if filters else None
@@ -157,19 +163,28 @@ class Retriever:
         timings["bm25"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        fused = rrf([[h.id for h in dense], [h.id for h in lexical]], cfg.rrf_k)
+        found = records.get_many(
+            [cid for cid, _, _ in nearest] + [h.id for h in lexical], self.store.get
+        )
+        # Ids the store no longer holds (deleted while this query ran) drop out here.
+        dense = [
+            replace(found[cid], score=score, vector=vec)
+            for cid, score, vec in nearest
+            if cid in found
+        ]
         chunks = {h.id: h for h in dense}
-        missing = [h.id for h in lexical if h.id not in chunks]
-        for hit in self.store.get(missing):
-            chunks[hit.id] = hit
+        for hit in lexical:
+            if hit.id not in chunks and hit.id in found:
+                chunks[hit.id] = found[hit.id]
+        fused = rrf([[h.id for h in dense], [h.id for h in lexical if h.id in chunks]], cfg.rrf_k)
         papers = self._group(fused, chunks)
         if use_mmr and papers:
             papers = self._mmr(papers[: k * 3], chunks, k, cfg.mmr_lambda)
-        sources = self._sources(papers, chunks, k)
+        sources = self._sources(papers, chunks, k, records)
         gate = self._gate(query, sources, dense, index)
         timings["fuse"] = time.perf_counter() - t0
         relevant = gate["passed"] or not cfg.gate
-        return Retrieval(query, sources, relevant, gate, timings)
+        return Retrieval(query, sources, relevant, gate, timings, vector)
 
     # -- steps ------------------------------------------------------------------
 
@@ -202,7 +217,11 @@ class Retriever:
         return [papers[i] for i in order]
 
     def _sources(
-        self, papers: list[tuple[str, list[str], float]], chunks: dict[str, ChunkHit], k: int
+        self,
+        papers: list[tuple[str, list[str], float]],
+        chunks: dict[str, ChunkHit],
+        k: int,
+        records: RecordCache,
     ) -> list[Source]:
         """The top `k` papers as sources, each read against its chunk 0, which every
         write of a paper carries: a paper whose chunk 0 is gone (being deleted) is
@@ -210,7 +229,10 @@ class Retriever:
         an update is between its upsert and the removal of its stale chunks) are
         not used, so a paper is only ever shown as one whole version."""
         window = papers[: k + max(2, k // 2)]
-        heads = {h.paper_id: h for h in self.store.get([f"{pid}#0" for pid, _, _ in window])}
+        heads = {
+            h.paper_id: h
+            for h in records.get_many([f"{pid}#0" for pid, _, _ in window], self.store.get).values()
+        }
         sources: list[Source] = []
         for pid, all_cids, score in window:
             if len(sources) == k:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -169,20 +171,20 @@ class Store:
         return dict(metas[0]) if metas else None
 
     @_guarded
-    def query(
+    def nearest(
         self,
         vector: Sequence[float],
         n: int,
         where: dict[str, Any] | None = None,
         *,
         with_vectors: bool = False,
-    ) -> list[ChunkHit]:
-        """Nearest chunks by cosine similarity (score = 1 - cosine distance)."""
+    ) -> list[tuple[str, float, list[float] | None]]:
+        """Ids of the nearest chunks with their cosine similarity (1 - distance), and
+        their vectors when asked. No documents or metadata: reading those costs more
+        than the search itself, and the retriever keeps them in a cache."""
         if n <= 0:
             return []
-        include = ["metadatas", "documents", "distances"]
-        if with_vectors:
-            include.append("embeddings")
+        include = ["distances", "embeddings"] if with_vectors else ["distances"]
         res = self.collection.query(
             query_embeddings=[list(map(float, vector))],
             n_results=n,
@@ -191,23 +193,13 @@ class Store:
         )
         vectors = res.get("embeddings")
         hits = []
-        for i, (cid, doc, meta, dist) in enumerate(
-            zip(
-                res["ids"][0],
-                (res["documents"] or [[]])[0],
-                (res["metadatas"] or [[]])[0],
-                (res["distances"] or [[]])[0],
-                strict=True,
-            )
+        for i, (cid, dist) in enumerate(
+            zip(res["ids"][0], (res["distances"] or [[]])[0], strict=True)
         ):
-            if not meta or dist is None:
-                # Deleted while this query ran (a concurrent ingest): Chroma can still
-                # name the id, without its record. It is gone: leave it out.
+            if dist is None:
                 continue
             vec = list(vectors[0][i]) if with_vectors and vectors is not None else None
-            hits.append(
-                ChunkHit(cid, str(meta["paper_id"]), doc or "", 1.0 - float(dist), dict(meta), vec)
-            )
+            hits.append((cid, 1.0 - float(dist), vec))
         return hits
 
     @_guarded
@@ -244,6 +236,51 @@ class Store:
             self._client.heartbeat()
         except Exception as exc:  # any client error means the same thing to callers
             raise StoreUnavailable(f"Chroma at {self.location} is not answering: {exc}") from exc
+
+
+class RecordCache:
+    """Chunk records (text and metadata) by id, least recently used out first.
+
+    One cache belongs to one version of the collection (the BM25 index holds
+    it, and a new version brings a new index), so a record never outlives the
+    version it was read in by more than the reader's staleness check. Reading
+    records from Chroma costs more than the vector search itself; a hot query
+    path finds them here.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[str, ChunkHit] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_many(
+        self, ids: Sequence[str], fetch: Callable[[Sequence[str]], list[ChunkHit]]
+    ) -> dict[str, ChunkHit]:
+        """The records of `ids` that exist, from the cache or else one `fetch` call."""
+        found: dict[str, ChunkHit] = {}
+        with self._lock:
+            for cid in ids:
+                hit = self._data.get(cid)
+                if hit is not None:
+                    self._data.move_to_end(cid)
+                    found[cid] = hit
+        missing = [cid for cid in dict.fromkeys(ids) if cid not in found]
+        if not missing:
+            return found
+        fetched = fetch(missing)
+        for hit in fetched:
+            found[hit.id] = hit
+        if self.maxsize > 0:
+            with self._lock:
+                for hit in fetched:
+                    self._data[hit.id] = hit
+                    self._data.move_to_end(hit.id)
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+        return found
 
 
 def _as_unavailable(exc: Exception, location: str) -> Exception:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,8 +56,10 @@ class SentenceEncoder:
                 out.append(vec)
         return np.vstack(out) if out else np.zeros((0, 1), dtype=np.float32)
 
-    def encode_query(self, text: str) -> np.ndarray:
-        vec = np.asarray(self.embeddings.embed_query(text), dtype=np.float32)
+    def encode_query(self, text: str, vector: Sequence[float] | None = None) -> np.ndarray:
+        """The query's unit vector; `vector` is its embedding when one was made already."""
+        raw = self.embeddings.embed_query(text) if vector is None else vector
+        vec = np.asarray(raw, dtype=np.float32)
         return vec / max(float(np.linalg.norm(vec)), 1e-12)
 
 

@@ -23,6 +23,7 @@ from rag.settings import Settings, get_settings
 
 # Session-wide too (session fixtures build Settings before per-test env is set).
 os.environ["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"
+os.environ["CITEQA_RETRIEVAL__BM25_JIT"] = "0"
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "hf-papers-page.txt"
@@ -39,6 +40,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("CITEQA_DATA_DIR", str(data_dir))
     # Background warm-up would compete for the 2 cores with timing-sensitive tests.
     monkeypatch.setenv("CITEQA_RETRIEVAL__WARM_SENTENCES", "0")
+    monkeypatch.setenv("CITEQA_RETRIEVAL__BM25_JIT", "0")
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()

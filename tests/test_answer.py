@@ -63,6 +63,18 @@ def test_extractive_answer_cites_the_right_paper(chain, sample_store, question, 
     assert " we " not in f" {answer.answer.lower()} "
 
 
+def test_the_question_is_embedded_once_per_answer(chain, monkeypatch) -> None:
+    """Retrieval's query vector is reused by the extractive generator."""
+    calls: list[str] = []
+    emb = chain.retriever.embeddings
+    real = emb.embed_query
+    monkeypatch.setattr(emb, "embed_query", lambda text: calls.append(text) or real(text))
+    question = "How do random forests smooth their predictions, and why does that help?"
+    answer = chain.invoke(Question(question))
+    assert not answer.refused and answer.citations
+    assert calls == [question]
+
+
 def test_fact_question_carries_the_number(chain, sample_store) -> None:
     answer = chain.invoke(
         Question("What clean accuracy does adaptive smoothing achieve on CIFAR-100?")

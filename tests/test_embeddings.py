@@ -46,3 +46,24 @@ def test_settings_choose_the_paths(tmp_path: Path) -> None:
     auto = LocalEmbeddings(local_model_path(), precision="auto")
     assert auto.bf16 == bf16_supported()
     assert Settings(data_dir=tmp_path).embedding.query_backend == "auto"
+
+
+def test_int8_is_opt_in_for_bulk_batches_and_queries_stay_fp32(tmp_path: Path) -> None:
+    path = local_model_path()
+    cache = tmp_path / "cache"
+    fp32 = LocalEmbeddings(path, query_backend="onnx", precision="fp32", cache_dir=cache)
+    int8 = LocalEmbeddings(path, query_backend="onnx", precision="int8", cache_dir=cache)
+    assert int8.int8 and not fp32.int8
+    assert LocalEmbeddings(path, precision="auto", cache_dir=cache).int8 is False
+    batch = [f"{t} (variant {i})" for i in range(12) for t in TEXTS]  # > SMALL_BATCH texts
+    a = np.array(fp32.embed_documents(batch))
+    b = np.array(int8.embed_documents(batch))
+    cos = np.sum(a * b, axis=1)
+    # Per-channel int8 stays close to fp32, but it is not fp32: the bulk path did run.
+    assert cos.min() > 0.97, cos.min()
+    assert cos.mean() < 0.99999
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    # Queries (and small batches) never take the int8 graph.
+    q32, q8 = np.array(fp32.embed_query(TEXTS[1])), np.array(int8.embed_query(TEXTS[1]))
+    assert float(q32 @ q8) > 0.99999
+    assert sorted(p.name.endswith("-int8pc.onnx") for p in cache.glob("*.onnx")) == [False, True]

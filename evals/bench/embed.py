@@ -51,7 +51,12 @@ def run(repeats: int = 3) -> tuple[dict[str, Any], list[tuple]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx = OnnxEncoder(path, Path(tmp)).load()
-        paths = {"sentence-transformers fp32 (baseline)": st_fp32, "onnxruntime fp32": onnx.encode}
+        int8 = OnnxEncoder(path, Path(tmp), int8=True).load()
+        paths = {
+            "sentence-transformers fp32 (baseline)": st_fp32,
+            "onnxruntime fp32": onnx.encode,
+            "onnxruntime int8 per-channel (opt-in)": int8.encode,
+        }
         if bf16_supported():
             paths["torch bf16 autocast"] = st_bf16
         reference = st_fp32(texts)

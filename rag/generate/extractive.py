@@ -11,7 +11,7 @@ and ends each sentence with its paper's marker.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +46,11 @@ class ExtractiveGenerator:
     def __init__(self, encoder: SentenceEncoder) -> None:
         self.encoder = encoder
 
-    def select(self, question: str, sources: list[Source]) -> list[SourceSentence]:
+    def select(
+        self, question: str, sources: list[Source], query_vector: Sequence[float] | None = None
+    ) -> list[SourceSentence]:
+        """The sentences that answer `question`; `query_vector` is its embedding when
+        retrieval already made one (saves embedding the question twice)."""
         q_terms = set(terms(question))
         cands = [
             s
@@ -67,7 +71,7 @@ class ExtractiveGenerator:
             return overlap(q_terms, set(terms(c.text))) + (0.3 if in_passage else 0.0)
 
         cands = sorted(cands, key=cheap, reverse=True)[:SHORTLIST]
-        q_vec = self.encoder.encode_query(question)
+        q_vec = self.encoder.encode_query(question, query_vector)
         vecs = self.encoder.encode([c.text for c in cands])
         rank_prior = {src.paper_id: 1.0 - 0.04 * i for i, src in enumerate(sources)}
         scored = []
@@ -125,11 +129,15 @@ class ExtractiveGenerator:
             paragraphs.append(f"{paper_label(src)}: {body}")
         return "\n\n".join(paragraphs)
 
-    def answer(self, question: str, sources: list[Source]) -> str:
-        return self.compose(self.select(question, sources))
+    def answer(
+        self, question: str, sources: list[Source], query_vector: Sequence[float] | None = None
+    ) -> str:
+        return self.compose(self.select(question, sources, query_vector))
 
-    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
-        text = self.answer(question, sources)
+    def stream(
+        self, question: str, sources: list[Source], query_vector: Sequence[float] | None = None
+    ) -> Iterator[str]:
+        text = self.answer(question, sources, query_vector)
         # Sentence-sized pieces, so a streaming client sees the answer build up.
         for piece in re.split(r"(?<=\]\.)\s", text):
             yield piece + " "
