@@ -27,7 +27,7 @@ from ingest.loaders import Skipped, check_readable, load
 from rag.lexical import LexicalCache, open_lexical
 from rag.settings import Settings
 from rag.store import Store, StoredChunk
-from rag.types import Chunk, Paper
+from rag.types import Chunk, Paper, chunk_id
 
 PAPERS_PER_BATCH = 256
 
@@ -110,7 +110,7 @@ def is_current(stored: list[StoredChunk], paper_id: str, paper_hash: str) -> boo
         return False
     if any(s.metadata.get("paper_hash") != paper_hash for s in stored):
         return False
-    return {s.id for s in stored} == {f"{paper_id}#{i}" for i in range(n)}
+    return {s.id for s in stored} == {chunk_id(paper_id, i) for i in range(n)}
 
 
 @dataclass

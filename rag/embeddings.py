@@ -52,8 +52,10 @@ class LocalEmbeddings(Embeddings):
     Large batches (ingest) do too, unless the CPU does bf16 natively, where
     sentence-transformers in bf16 autocast is faster, or precision is 'int8',
     where a per-channel quantized graph runs (about 1.5x fp32 on AVX2). All paths
-    give nearly the same vectors (ONNX fp32: cosine 0.99999; bf16: > 0.999;
-    int8: about 0.99), so one collection can hold vectors from any of them.
+    give nearly the same vectors (measured here: ONNX fp32 cosine 0.99999 to
+    sentence-transformers, int8 at least 0.987; bf16 is reported > 0.999 on a
+    CPU with native bf16, which this project's machine lacks), so one
+    collection can hold vectors from any of them.
     """
 
     def __init__(
@@ -85,38 +87,30 @@ class LocalEmbeddings(Embeddings):
         self._lock = threading.Lock()
 
     def _fast(self) -> Any:
-        """The onnxruntime encoder, or None when it is off or could not be built."""
-        if not self._want_onnx:
-            return None
-        if self._onnx is None:
-            from rag.onnx_embed import OnnxEncoder
-
-            assert self.cache_dir is not None
-            try:
-                self._onnx = OnnxEncoder(self.model_path, self.cache_dir).load()
-            except Exception as exc:
-                if self._onnx_required:
-                    raise
-                log.warning("ONNX query path unavailable, using torch: %s", exc)
-                self._want_onnx = False
-                return None
+        """The fp32 onnxruntime encoder, or None when it is off or could not be built."""
+        if self._want_onnx and self._onnx is None:
+            self._onnx = self._build_onnx(int8=False)
+            self._want_onnx = self._onnx is not None
         return self._onnx
 
     def _bulk(self) -> Any:
         """The int8 encoder for large batches, or None (then fp32 serves them)."""
-        if not self.int8 or self._fast() is None:
-            return None
-        if self._onnx_int8 is None:
-            from rag.onnx_embed import OnnxEncoder
+        if self.int8 and self._onnx_int8 is None and self._fast() is not None:
+            self._onnx_int8 = self._build_onnx(int8=True)
+            self.int8 = self._onnx_int8 is not None
+        return self._onnx_int8 if self.int8 else None
 
-            assert self.cache_dir is not None
-            try:
-                self._onnx_int8 = OnnxEncoder(self.model_path, self.cache_dir, int8=True).load()
-            except Exception as exc:
-                log.warning("int8 embedding path unavailable, using fp32: %s", exc)
-                self.int8 = False
-                return None
-        return self._onnx_int8
+    def _build_onnx(self, *, int8: bool) -> Any:
+        from rag.onnx_embed import OnnxEncoder
+
+        assert self.cache_dir is not None
+        try:
+            return OnnxEncoder(self.model_path, self.cache_dir, int8=int8).load()
+        except Exception as exc:
+            if self._onnx_required and not int8:
+                raise
+            log.warning("ONNX %s path unavailable: %s", "int8" if int8 else "fp32", exc)
+            return None
 
     def load(self) -> LocalEmbeddings:
         """Load the model now (it loads on first use otherwise: a re-ingest of

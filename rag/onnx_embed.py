@@ -79,9 +79,10 @@ def export_onnx(model_path: str, target: Path) -> Path:
 def quantize_int8(source: Path, target: Path) -> Path:
     """Dynamic int8 quantization of the exported graph's weights, per output channel.
 
-    Per-channel keeps vectors within about cosine 0.99 of fp32 (per-tensor drifts
-    to about 0.93). reduce_range (7-bit weights) avoids the saturation of the
-    u8 x s8 multiply-add that AVX2 CPUs without VNNI use.
+    Per-channel keeps vectors within cosine 0.987 of fp32 on the sample's chunks
+    (per-tensor is reported to drift to about 0.93). reduce_range (7-bit
+    weights) avoids the saturation of the u8 x s8 multiply-add that AVX2 CPUs
+    without VNNI use.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -118,7 +119,6 @@ class OnnxEncoder:
         self.int8 = int8
         self._session = None
         self._tokenizer = None
-        self._lock = threading.Lock()
 
     @property
     def fp32_path(self) -> Path:
@@ -173,12 +173,13 @@ class OnnxEncoder:
         self.load()
         assert self._tokenizer is not None and self._session is not None
         enc = self._tokenizer.encode_batch(texts)
+        lengths = [sum(e.attention_mask) for e in enc]
         # Like sentence-transformers: batches of similar length, so little is padding.
-        order = sorted(range(len(enc)), key=lambda i: sum(enc[i].attention_mask))
-        parts: dict[int, np.ndarray] = {}
+        order = sorted(range(len(enc)), key=lengths.__getitem__)
+        out = np.empty((len(texts), 0), dtype=np.float32)
         for lo in range(0, len(order), batch_size):
             idx = order[lo : lo + batch_size]
-            width = max(sum(enc[i].attention_mask) for i in idx)
+            width = max(lengths[i] for i in idx)
             ids = np.array([enc[i].ids[:width] for i in idx], dtype=np.int64)
             mask = np.array([enc[i].attention_mask[:width] for i in idx], dtype=np.int64)
             feed = {"input_ids": ids, "attention_mask": mask}
@@ -188,6 +189,7 @@ class OnnxEncoder:
             m = mask[:, :, None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            for row, i in enumerate(idx):
-                parts[i] = pooled[row]
-        return np.vstack([parts[i] for i in range(len(texts))]).astype(np.float32)
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[idx] = pooled
+        return out

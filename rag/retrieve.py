@@ -23,7 +23,7 @@ from rag.lexical import LexicalCache, open_lexical
 from rag.settings import RetrievalSettings, Settings
 from rag.store import RecordCache, Store
 from rag.text import terms
-from rag.types import ChunkHit, PaperHit, Passage, Source
+from rag.types import ChunkHit, PaperHit, Passage, Source, chunk_id, split_chunk_id
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
@@ -78,11 +78,6 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
     vector: list[float] | None = None
     """The query's embedding, when dense retrieval made one: later steps reuse it."""
-
-
-def paper_of(chunk_id: str) -> str:
-    """The paper a chunk id (`paper_id#chunk_index`) belongs to."""
-    return chunk_id.rsplit("#", 1)[0]
 
 
 def rrf(rankings: list[list[str]], k: int) -> dict[str, float]:
@@ -177,7 +172,8 @@ class Retriever:
             papers = self._mmr(papers[: k * 3], dense_of, records, k, cfg.mmr_lambda)
         window = papers[: k + max(2, k // 2)]
         found = records.get_many(
-            [cid for _, cids, _ in window for cid in cids] + [f"{pid}#0" for pid, _, _ in window],
+            [cid for _, cids, _ in window for cid in cids]
+            + [chunk_id(pid, 0) for pid, _, _ in window],
             self.store.get,
         )
         chunks = {}
@@ -198,7 +194,7 @@ class Retriever:
         """Papers by their best chunk's fused score: (paper_id, chunk ids best first, score)."""
         by_paper: dict[str, list[str]] = {}
         for cid in sorted(fused, key=fused.__getitem__, reverse=True):
-            by_paper.setdefault(paper_of(cid), []).append(cid)
+            by_paper.setdefault(split_chunk_id(cid)[0], []).append(cid)
         ranked = [(pid, cids, fused[cids[0]]) for pid, cids in by_paper.items()]
         ranked.sort(key=lambda t: t[2], reverse=True)
         return ranked
@@ -241,7 +237,7 @@ class Retriever:
         for pid, all_cids, score in window:
             if len(sources) == k:
                 break
-            head = chunks.get(f"{pid}#0")
+            head = chunks.get(chunk_id(pid, 0))
             if head is None:
                 continue
             meta = head.metadata
@@ -373,7 +369,7 @@ def search_papers(
                 score=round(s.score, 5),
                 snippet=best.text,
                 url=s.url,
-                chunk_index=int(best.chunk_id.rsplit("#", 1)[1]),
+                chunk_index=split_chunk_id(best.chunk_id)[1],
                 start=best.start,
                 end=best.end,
             )

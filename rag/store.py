@@ -15,7 +15,6 @@ import functools
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 
 import chromadb
 import httpx
+from cachetools import LRUCache
 from chromadb.config import Settings as ChromaSettings
 
 from rag.settings import Settings
@@ -250,36 +250,29 @@ class RecordCache:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[str, ChunkHit] = OrderedDict()
-        self._lock = threading.Lock()
+        self._data: LRUCache[str, ChunkHit] | None = LRUCache(maxsize) if maxsize > 0 else None
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) if self._data is not None else 0
 
     def get_many(
         self, ids: Sequence[str], fetch: Callable[[Sequence[str]], list[ChunkHit]]
     ) -> dict[str, ChunkHit]:
         """The records of `ids` that exist, from the cache or else one `fetch` call."""
         found: dict[str, ChunkHit] = {}
-        with self._lock:
-            for cid in ids:
-                hit = self._data.get(cid)
-                if hit is not None:
-                    self._data.move_to_end(cid)
-                    found[cid] = hit
+        if self._data is not None:
+            with self._lock:
+                found = {cid: hit for cid in ids if (hit := self._data.get(cid)) is not None}
         missing = [cid for cid in dict.fromkeys(ids) if cid not in found]
         if not missing:
             return found
         fetched = fetch(missing)
-        for hit in fetched:
-            found[hit.id] = hit
-        if self.maxsize > 0:
+        found.update((hit.id, hit) for hit in fetched)
+        if self._data is not None:
             with self._lock:
                 for hit in fetched:
                     self._data[hit.id] = hit
-                    self._data.move_to_end(hit.id)
-                while len(self._data) > self.maxsize:
-                    self._data.popitem(last=False)
         return found
 
 

@@ -9,13 +9,13 @@ first few questions almost nothing is embedded twice.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from cachetools import LRUCache
 from langchain_core.embeddings import Embeddings
 
 from rag.text import sentence_spans, terms
@@ -32,29 +32,23 @@ class SentenceEncoder:
     def __init__(self, embeddings: Embeddings, capacity: int = 50_000) -> None:
         self.embeddings = embeddings
         self.capacity = capacity
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: LRUCache[str, np.ndarray] = LRUCache(capacity)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            found = {t: v for t in texts if (v := self._cache.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             fresh = np.asarray(self.embeddings.embed_documents(missing), dtype=np.float32)
             fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+            found.update(zip(missing, fresh, strict=True))
             with self._lock:
                 for text, vec in zip(missing, fresh, strict=True):
                     self._cache[text] = vec
-                while len(self._cache) > self.capacity:
-                    self._cache.popitem(last=False)
-        with self._lock:
-            out = []
-            for t in texts:
-                vec = self._cache.get(t)
-                if vec is None:  # evicted meanwhile by another thread: embed it alone
-                    vec = np.asarray(self.embeddings.embed_documents([t])[0], dtype=np.float32)
-                    vec /= max(float(np.linalg.norm(vec)), 1e-12)
-                out.append(vec)
-        return np.vstack(out) if out else np.zeros((0, 1), dtype=np.float32)
+        return np.vstack([found[t] for t in texts])
 
     def encode_query(self, text: str, vector: Sequence[float] | None = None) -> np.ndarray:
         """The query's unit vector; `vector` is its embedding when one was made already."""

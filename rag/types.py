@@ -48,6 +48,12 @@ def chunk_id(paper_id: str, chunk_index: int) -> str:
     return f"{paper_id}#{chunk_index}"
 
 
+def split_chunk_id(cid: str) -> tuple[str, int]:
+    """(paper_id, chunk_index) of a `chunk_id`; a paper id may itself hold '#'."""
+    paper_id, index = cid.rsplit("#", 1)
+    return paper_id, int(index)
+
+
 @dataclass(frozen=True)
 class ChunkHit:
     """A chunk returned by the store for a query, with its cosine similarity."""

@@ -29,33 +29,12 @@ import httpx
 
 from evals.dataset import load_dataset
 from evals.metrics import percentile
+from evals.procs import free_port, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "hf-papers-page.txt"
 DEV = ROOT / "evals" / "data" / "dev.jsonl"
 LEVELS = (1, 8, 32)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 async def _load(base: str, endpoint: str, questions: list[str], clients: int, n: int) -> dict:
@@ -160,7 +139,7 @@ def run(requests: int, out: Path | None = None) -> tuple[dict[str, Any], list[tu
             HF_HUB_OFFLINE="1",
         )
         subprocess.run([citeqa, "ingest", str(SAMPLE)], env=env, check=True, capture_output=True)
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [citeqa, "serve", "--port", str(port), "--log-level", "warning"],
             env=env,
@@ -169,7 +148,7 @@ def run(requests: int, out: Path | None = None) -> tuple[dict[str, Any], list[tu
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait(f"{base}/readyz", proc)
+            wait_http(f"{base}/readyz", timeout=180, proc=proc)
             deadline = time.monotonic() + 300  # measure the service, not its warm-up
             while time.monotonic() < deadline:
                 if not httpx.get(f"{base}/readyz", timeout=10).json()["warmup"]["running"]:
@@ -186,8 +165,7 @@ def run(requests: int, out: Path | None = None) -> tuple[dict[str, Any], list[tu
                         asyncio.run(_load(base, endpoint, questions, clients, n))
                     )
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(proc)
         inproc = _in_process(Path(tmp), questions, 2)
     result = {"http": levels, "in_process": inproc}
     rows: list[tuple] = []

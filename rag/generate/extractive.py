@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences
+from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
 from rag.text import terms
 from rag.types import Source
 
@@ -68,7 +68,7 @@ class ExtractiveGenerator:
             in_passage = any(
                 pid == c.source.paper_id and a <= c.start and c.end <= b for pid, a, b in matched
             )
-            return overlap(q_terms, set(terms(c.text))) + (0.3 if in_passage else 0.0)
+            return overlap(q_terms, term_set(c.text)) + (0.3 if in_passage else 0.0)
 
         cands = sorted(cands, key=cheap, reverse=True)[:SHORTLIST]
         q_vec = self.encoder.encode_query(question, query_vector)
@@ -76,7 +76,7 @@ class ExtractiveGenerator:
         rank_prior = {src.paper_id: 1.0 - 0.04 * i for i, src in enumerate(sources)}
         scored = []
         for i, c in enumerate(cands):
-            rel = 0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, set(terms(c.text)))
+            rel = 0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, term_set(c.text))
             scored.append(_Candidate(c, rel * rank_prior[c.source.paper_id] * rhetoric(c)))
         # Papers whose best sentence is far below the best paper's add noise, not answers.
         paper_best: dict[str, float] = {}
