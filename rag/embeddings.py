@@ -62,7 +62,7 @@ class LocalEmbeddings(Embeddings):
         self,
         model_path: str,
         *,
-        batch_size: int = 64,
+        batch_size: int = 8,
         device: str = "cpu",
         query_backend: str = "torch",
         precision: str = "fp32",
@@ -194,7 +194,7 @@ def make_embeddings(settings: Settings) -> Embeddings:
         path = cfg.model if os.path.isdir(cfg.model) else local_model_path()
         return LocalEmbeddings(
             path,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.forward_batch,
             device=cfg.device,
             query_backend=cfg.query_backend,
             precision=cfg.precision,

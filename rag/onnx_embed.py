@@ -103,6 +103,11 @@ class OnnxEncoder:
 
     `int8` runs the dynamically quantized graph: about 1.5x the texts/s of fp32 on
     an AVX2 CPU, for bulk embedding (ingest); queries stay in fp32.
+
+    Texts run in forward passes of `batch_size` texts of similar length. Small
+    passes are faster per text on a small CPU (less padding, activations stay in
+    cache): on a 2-core AVX2 machine the sample's chunks embedded at 37.4 texts/s
+    in passes of 8 against 26.8 in passes of 64 (`python -m evals.bench.embed`).
     """
 
     def __init__(
@@ -167,7 +172,7 @@ class OnnxEncoder:
             self.encode(["warm up"])  # the first run pays one-off set-up costs: pay them here
         return self
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         self.load()

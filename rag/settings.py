@@ -40,7 +40,17 @@ class EmbeddingSettings(_Group):
         description="Embedding model name. For 'local' only all-MiniLM-L6-v2 ships offline; "
         "for 'openai' any model the endpoint serves.",
     )
-    batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per model call.")
+    batch_size: int = Field(
+        64, ge=1, le=4096, description="Texts per request to an 'openai' embedding endpoint."
+    )
+    forward_batch: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Texts per forward pass of the local model, grouped by length. Small "
+        "passes pad less and stay in cache: on a 2-core AVX2 CPU, passes of 8 embedded the "
+        "sample's chunks 1.4x as fast as passes of 64.",
+    )
     device: str = Field("cpu", description="Torch device for the local model.")
     query_backend: Literal["auto", "onnx", "torch"] = Field(
         "auto",

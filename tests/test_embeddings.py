@@ -4,10 +4,11 @@ the CPU has no native bf16) and sentence-transformers give the same vectors."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from rag.embeddings import LocalEmbeddings, bf16_supported, local_model_path
+from rag.embeddings import LocalEmbeddings, bf16_supported, local_model_path, make_embeddings
 from rag.settings import Settings
 
 TEXTS = [
@@ -67,3 +68,23 @@ def test_int8_is_opt_in_for_bulk_batches_and_queries_stay_fp32(tmp_path: Path) -
     q32, q8 = np.array(fp32.embed_query(TEXTS[1])), np.array(int8.embed_query(TEXTS[1]))
     assert float(q32 @ q8) > 0.99999
     assert sorted(p.name.endswith("-int8pc.onnx") for p in cache.glob("*.onnx")) == [False, True]
+
+
+def test_forward_passes_are_small_and_keep_the_input_order(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, embedding={"forward_batch": 3, "cache_dir": tmp_path})
+    emb = make_embeddings(settings)
+    assert isinstance(emb, LocalEmbeddings) and emb.batch_size == 3
+    encoder = emb._fast()
+    widths: list[int] = []
+    run = encoder._session.run
+
+    def spy(names: list[str], feed: dict) -> list:
+        widths.append(len(feed["input_ids"]))
+        return run(names, feed)
+
+    encoder._session = SimpleNamespace(run=spy)
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 3)]
+    small = np.array(emb.embed_documents(texts))
+    assert widths == [3, 3, 3]  # 9 texts, passes of at most 3
+    whole = encoder.encode(texts, batch_size=64)
+    assert np.allclose(small, whole, atol=1e-5)  # sorted by length, returned in input order
