@@ -6,6 +6,13 @@ ingest job's input, so a process that shares no disk with the ingest job
 collection with a new version marker before and after it writes; a reader
 whose index carries another stamp rebuilds it, from a copy saved on local
 disk when one with the right stamp is there, else from Chroma.
+
+A small index is rebuilt in the query that notices the new stamp, so a reader
+sees its own writes at once. A large one (300k chunks take minutes) is rebuilt
+in the background while the old index keeps answering: new chunks are found
+by dense search meanwhile, and chunks that are gone are dropped when their
+records are read (the record cache is emptied at once, so no query shows old
+text).
 """
 
 from __future__ import annotations
@@ -91,8 +98,6 @@ class LexicalIndex:
         self.ids = ids
         self.meta = meta
         self.version = version
-        # Chunk records read while this version is current (set up by LexicalCache).
-        self.records = RecordCache(0)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -200,11 +205,18 @@ def lexical_dir(settings: Settings) -> Path | None:
 
 def open_lexical(store: Store, settings: Settings) -> LexicalCache:
     cfg = settings.retrieval
-    return LexicalCache(store, lexical_dir(settings), cfg.lexical_refresh_seconds, cfg.record_cache)
+    return LexicalCache(
+        store,
+        lexical_dir(settings),
+        cfg.lexical_refresh_seconds,
+        cfg.record_cache,
+        cfg.lexical_sync_below,
+    )
 
 
 class LexicalCache:
-    """The current BM25 index for one store, rebuilt when the collection changes."""
+    """The current BM25 index for one store, and the chunk records read since the
+    collection last changed; rebuilt when the collection changes."""
 
     def __init__(
         self,
@@ -212,14 +224,20 @@ class LexicalCache:
         directory: Path | None,
         refresh_seconds: float = 2.0,
         record_cache: int = 0,
+        sync_below: int = 10_000,
     ) -> None:
         self.store = store
         self.directory = directory
         self.refresh_seconds = refresh_seconds
         self.record_cache = record_cache
+        self.sync_below = sync_below
+        self.records = RecordCache(record_cache)
+        self._records_version: str | None = None
         self._index: LexicalIndex | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
+        self._building: threading.Thread | None = None
+        self._generation = 0  # bumped on every swap, so a late build never undoes a newer one
 
     def get(self) -> LexicalIndex:
         now = time.monotonic()
@@ -229,22 +247,76 @@ class LexicalCache:
         with self._lock:
             version = self.store.version()
             self._checked = time.monotonic()
-            if self._index is not None and self._index.version == version:
-                return self._index
-            self._index = self._with_records(self._load_or_build(version))
+            if version != self._records_version:
+                self.clear_records(version)
+            current = self._index
+            if current is not None and current.version == version:
+                return current
+            if current is None or len(current) < self.sync_below:
+                self._swap(self._load_or_build(version))
+            elif self._building is None:
+                self._building = threading.Thread(
+                    target=self._build_in_background,
+                    args=(version, self._generation),
+                    name="bm25-rebuild",
+                    daemon=True,
+                )
+                self._building.start()
+            assert self._index is not None
             return self._index
 
     def refresh(self) -> LexicalIndex:
         """Rebuild from the store now and save the copy (after an ingest)."""
         with self._lock:
-            self._index = self._with_records(LexicalIndex.from_store(self.store))
+            index = LexicalIndex.from_store(self.store)
+            self._swap(index)
+            self.clear_records(index.version)
             self._checked = time.monotonic()
-            self._save(self._index)
-            return self._index
+            self._save(index)
+            return index
 
-    def _with_records(self, index: LexicalIndex) -> LexicalIndex:
-        index.records = RecordCache(self.record_cache)
-        return index
+    def clear_records(self, version: str | None = None) -> None:
+        """Forget every chunk record read so far (they may belong to an older version)."""
+        self.records = RecordCache(self.record_cache)
+        self._records_version = version
+
+    @property
+    def current(self) -> LexicalIndex | None:
+        """The index queries use now, without checking the store."""
+        return self._index
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._building is not None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a background rebuild in progress (if any) has swapped in."""
+        building = self._building
+        if building is not None:
+            building.join(timeout)
+
+    def _swap(self, index: LexicalIndex) -> None:
+        self._index = index
+        self._generation += 1
+
+    def _build_in_background(self, version: str | None, generation: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            index = self._load_or_build(version)
+        except Exception as exc:  # the store went away: the old index keeps serving
+            log.warning("BM25 rebuild failed, keeping the current index: %s", exc)
+            with self._lock:
+                self._building = None
+                self._checked = 0.0  # try again on the next query
+            return
+        with self._lock:
+            if self._generation == generation:
+                self._swap(index)
+            self._building = None
+            self._checked = 0.0  # the store may have moved on meanwhile: look again
+        log.info(
+            "BM25 index for version %s swapped in after %.1fs", version, time.perf_counter() - t0
+        )
 
     def _load_or_build(self, version: str | None) -> LexicalIndex:
         if self.directory is not None and version is not None:

@@ -144,7 +144,7 @@ class Retriever:
 
         t0 = time.perf_counter()
         index = self.lexical.get()
-        records = index.records
+        records = self.lexical.records
         timings["index"] = time.perf_counter() - t0
         nearest: list[tuple[str, float, list[float] | None]] = []
         vector = None

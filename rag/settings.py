@@ -98,6 +98,14 @@ class RetrievalSettings(_Group):
     lexical_refresh_seconds: float = Field(
         2.0, ge=0, description="How often a reader checks whether the BM25 index is stale."
     )
+    lexical_sync_below: int = Field(
+        10_000,
+        ge=0,
+        description="Below this many chunks a changed collection's BM25 index is rebuilt in "
+        "the query that notices the change (readers see new text at once; 10k chunks take "
+        "about 5 s). Above it the old index keeps answering while the new one is built in "
+        "the background (300k chunks take minutes).",
+    )
     record_cache: int = Field(
         50_000,
         ge=0,

@@ -24,6 +24,9 @@ ADD_CITATION = 0.65  # least support to add a marker to an uncited sentence
 # summary's sentences, or a model quoting closely. Anything less takes the full check.
 LEXICAL_SURE = 0.9
 MIN_CLAIM_TERMS = 4  # shorter sentences ("In short:") are not claims
+# "The authors show ..." reports an abstract's "We show ...": the attribution is not
+# part of the claim, and the source's "we" is a stopword, so it is not counted.
+ATTRIBUTION = term_set("the authors")
 
 # [1], [1, 2], [1][2], [Source 1], [^1], 【1】
 _MARKER = re.compile(r"\s*(?:\[\^?(?:source\s*)?(\d+(?:\s*[,;]\s*\d+)*)\]|【(\d+)】)", re.I)
@@ -79,7 +82,7 @@ def verify(draft: str, sources: list[Source], encoder: SentenceEncoder) -> Verif
             counts["invalid"] += len(wanted) - len(valid)
             counts["dropped"] += len(wanted) - len(valid)
             final: list[int] = []
-            claim_terms = term_set(claim)
+            claim_terms = term_set(claim) - ATTRIBUTION
             is_claim = len(claim_terms) >= MIN_CLAIM_TERMS
             sure = (
                 {n: lexical_support(claim_terms, by_n[n]) for n in valid}

@@ -107,3 +107,71 @@ def test_bm25_kernels_compiled_by_numba_score_like_numpy(sample_retriever) -> No
         assert [round(h.score, 4) for h in masked] == [round(h.score, 4) for h in jmasked]
         assert all(index.ids.index(h.id) % 2 == 1 for h in jmasked)
     assert index.search("zzzqqq xxyyzz", 5) == []
+
+
+def test_a_large_index_is_rebuilt_in_the_background_while_the_old_one_answers(
+    tmp_path: Path, embeddings, monkeypatch
+) -> None:
+    """Above `lexical_sync_below` chunks a changed collection never stalls a query:
+    the old BM25 index answers (with records read afresh, so no old text is shown)
+    until the new one is swapped in."""
+    import threading
+    import time
+
+    from rag.lexical import LexicalIndex
+
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        retrieval={"lexical_sync_below": 1, "lexical_refresh_seconds": 0},
+    )
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    _write(src, "one")
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    reader = make_retriever(settings, store, embeddings)  # like an API process
+    assert "revision one" in reader.retrieve("marrowlight probing", k=1).sources[0].abstract
+    old = reader.lexical.current
+    assert old is not None and not reader.lexical.rebuilding
+
+    # Another process ingests: the paper changes and a new one arrives.
+    _write(src, "two")
+    with src.open("a") as fh:
+        fh.write(
+            json.dumps(
+                {
+                    "id": "2405.00078",
+                    "title": "Quillfern tokenisers",
+                    "abstract": "Quillfern tokenisers split rare words into stable pieces.",
+                }
+            )
+            + "\n"
+        )
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+
+    release = threading.Event()
+    real = LexicalIndex.from_store
+
+    def slow_build(cls, s):  # type: ignore[no-untyped-def]
+        assert release.wait(30), "the test never released the build"
+        return real(s)
+
+    monkeypatch.setattr(LexicalIndex, "from_store", classmethod(slow_build))
+    # As with a Chroma server: the reader shares no disk with the ingest job.
+    monkeypatch.setattr(LexicalIndex, "load", classmethod(lambda cls, d: None))
+    t0 = time.perf_counter()
+    during = reader.retrieve("marrowlight probing", k=1)
+    assert time.perf_counter() - t0 < 10, "the query waited for the rebuild"
+    assert reader.lexical.rebuilding and reader.lexical.current is old
+    # The old index answered, but records were read again: the new text is shown.
+    assert "revision two" in during.sources[0].abstract
+    # BM25 does not know the new paper yet (dense search does).
+    assert not reader.retrieve("quillfern", k=1, mode="bm25").sources
+    assert reader.retrieve("quillfern tokenisers", k=1, mode="dense").sources[0].paper_id == (
+        "2405.00078"
+    )
+
+    release.set()
+    reader.lexical.wait(30)
+    assert not reader.lexical.rebuilding and reader.lexical.current is not old
+    found = reader.retrieve("quillfern", k=1, mode="bm25").sources
+    assert found and found[0].paper_id == "2405.00078"

@@ -51,10 +51,17 @@ async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> JS
     else:
         status, code = "ready", 200
     warmup = getattr(request.app.state, "warmup", {"running": False, "sentences": 0})
-    return JSONResponse(
-        {"status": status, "store": store_status, "llm": llm, "warmup": dict(warmup)},
-        status_code=code,
-    )
+    body = {"status": status, "store": store_status, "llm": llm, "warmup": dict(warmup)}
+    chain = getattr(request.app.state, "chain", None)
+    if chain is not None:
+        lexical = chain.retriever.lexical
+        current = lexical.current
+        body["bm25"] = {
+            "chunks": len(current) if current is not None else 0,
+            "version": current.version if current is not None else None,
+            "rebuilding": lexical.rebuilding,  # the old index answers meanwhile
+        }
+    return JSONResponse(body, status_code=code)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
