@@ -181,3 +181,17 @@ def test_missing_file_and_unknown_extension(tmp_path: Path) -> None:
     odd.write_text("x")
     with pytest.raises(SourceError, match="--format"):
         load(str(odd))
+
+
+def test_jsonl_a_line_of_control_characters_is_reported_not_skipped(tmp_path: Path) -> None:
+    """Found by the fuzzer: str.strip() removes \\x1c, so such a line passed for blank
+    and vanished unreported. Only JSON whitespace makes a line blank."""
+    src = tmp_path / "ctl.jsonl"
+    ok = json.dumps({"title": "Fine", "abstract": "Readable text."}).encode()
+    src.write_bytes(b"\x1c\n" + ok + b"\n \t\r\n" + b"\xc2\x85\n")
+    papers, skipped = _split(list(load(str(src))))
+    assert [p.title for _, p in papers] == ["Fine"]
+    assert [(s.line, s.reason.split(" (")[0]) for s in skipped] == [
+        (1, "not valid JSON"),
+        (4, "not valid JSON"),
+    ]

@@ -54,10 +54,15 @@ def record_to_paper(record: object) -> Paper:
     )
 
 
+JSON_WHITESPACE = " \t\r\n"
+
+
 def load_jsonl(path: str) -> Iterator[tuple[int, Paper | Skipped]]:
     with open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
-            if not line.strip():
+            # Blank means JSON whitespace only: a line holding a control character
+            # that str.strip() would also remove (\x1c, \x85) is a broken record.
+            if not line.strip(JSON_WHITESPACE):
                 continue
             try:
                 record = json.loads(line)
