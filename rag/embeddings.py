@@ -51,7 +51,7 @@ class LocalEmbeddings(Embeddings):
     of the framework's per-call overhead (about 5 ms a query against 12-20 ms).
     Large batches (ingest) do too, unless the CPU does bf16 natively, where
     sentence-transformers in bf16 autocast is faster, or precision is 'int8',
-    where a per-channel quantized graph runs (about 1.5x fp32 on AVX2). All paths
+    where a per-channel quantized graph runs (about 1.3x fp32 on AVX2). All paths
     give nearly the same vectors (measured here: ONNX fp32 cosine 0.99999 to
     sentence-transformers, int8 at least 0.987; bf16 is reported > 0.999 on a
     CPU with native bf16, which this project's machine lacks), so one

@@ -101,7 +101,7 @@ def quantize_int8(source: Path, target: Path) -> Path:
 class OnnxEncoder:
     """Unit vectors for texts, like `SentenceTransformer.encode(normalize_embeddings=True)`.
 
-    `int8` runs the dynamically quantized graph: about 1.5x the texts/s of fp32 on
+    `int8` runs the dynamically quantized graph: about 1.3x the texts/s of fp32 on
     an AVX2 CPU, for bulk embedding (ingest); queries stay in fp32.
 
     Texts run in forward passes of `batch_size` texts of similar length. Small

@@ -63,7 +63,7 @@ class EmbeddingSettings(_Group):
         description="Precision for large batches (ingest, sentence warm-up); queries are "
         "always embedded in fp32. 'auto' uses torch bf16 autocast where the CPU has native "
         "bf16 (AVX-512 BF16 or AMX), else fp32. 'int8' (onnxruntime, weights quantized per "
-        "channel) embeds about 1.5x faster on AVX2 but shifts similarities by about 0.01, "
+        "channel) embeds about 1.3x faster on AVX2 but shifts similarities by about 0.01, "
         "which moves the refusal gate on a few borderline questions.",
     )
     cache_dir: Path = Field(
