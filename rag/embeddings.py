@@ -53,7 +53,7 @@ class LocalEmbeddings(Embeddings):
     sentence-transformers in bf16 autocast is faster, or precision is 'int8',
     where a per-channel quantized graph runs (about 1.3x fp32 on AVX2). All paths
     give nearly the same vectors (measured here: ONNX fp32 cosine 0.99999 to
-    sentence-transformers, int8 at least 0.987; bf16 is reported > 0.999 on a
+    sentence-transformers, int8 at least 0.985; bf16 is reported > 0.999 on a
     CPU with native bf16, which this project's machine lacks), so one
     collection can hold vectors from any of them.
     """

@@ -209,16 +209,13 @@ class Retriever:
     ) -> list[tuple[str, list[str], float]]:
         """Re-order papers by MMR over their best chunks' vectors."""
         best = [p[1][0] for p in papers]
-        lexical_only = [c for c in best if dense_of.get(c, (0.0, None))[1] is None]
-        found = records.get_many(lexical_only, self.store.get) if lexical_only else {}
-        texts = [found[c].text if c in found else "" for c in lexical_only]
-        fresh = dict(
-            zip(lexical_only, self.embeddings.embed_documents(texts) if texts else [], strict=True)
-        )
-        vectors = [
-            np.asarray(v if (v := dense_of.get(c, (0.0, None))[1]) is not None else fresh[c])
-            for c in best
-        ]
+        vec_of = {cid: vec for cid, (_, vec) in dense_of.items() if vec is not None}
+        lexical_only = [c for c in best if c not in vec_of]  # found by BM25 alone
+        if lexical_only:
+            found = records.get_many(lexical_only, self.store.get)
+            texts = [found[c].text if c in found else "" for c in lexical_only]
+            vec_of.update(zip(lexical_only, self.embeddings.embed_documents(texts), strict=True))
+        vectors = [np.asarray(vec_of[c]) for c in best]
         order = mmr_order(vectors, [p[2] for p in papers], k, lam)
         return [papers[i] for i in order]
 

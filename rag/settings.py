@@ -102,9 +102,9 @@ class RetrievalSettings(_Group):
         10_000,
         ge=0,
         description="Below this many chunks a changed collection's BM25 index is rebuilt in "
-        "the query that notices the change (readers see new text at once; 10k chunks take "
-        "about 5 s). Above it the old index keeps answering while the new one is built in "
-        "the background (300k chunks take minutes).",
+        "the query that notices the change (readers see new text at once; 10k chunks took "
+        "2.6 s in make bench). Above it the old index keeps answering while the new one "
+        "is built in the background (300k chunks took 235 s).",
     )
     record_cache: int = Field(
         50_000,

@@ -241,9 +241,9 @@ class Store:
 class RecordCache:
     """Chunk records (text and metadata) by id, least recently used out first.
 
-    One cache belongs to one version of the collection (the BM25 index holds
-    it, and a new version brings a new index), so a record never outlives the
-    version it was read in by more than the reader's staleness check. Reading
+    The retriever's `LexicalCache` holds one and replaces it as soon as it sees a
+    new collection version stamp, so a record never outlives the version it was
+    read in by more than the reader's staleness check. Reading
     records from Chroma costs more than the vector search itself; a hot query
     path finds them here.
     """

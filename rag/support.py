@@ -87,6 +87,16 @@ def term_set(text: str) -> frozenset[str]:
     return frozenset(terms(text))
 
 
+# "The authors show ..." reports an abstract's "We show ...": the attribution is not
+# part of the claim (the source's "we" is a stopword), so it is never counted.
+ATTRIBUTION = term_set("the authors")
+
+
+def claim_terms(claim: str) -> frozenset[str]:
+    """The content terms a claim must find in its source (attribution left out)."""
+    return term_set(claim) - ATTRIBUTION
+
+
 def lexical_support(claim_terms: frozenset[str], source: Source) -> Support:
     """The single sentence of `source` that holds the most of the claim's terms (the
     paper's title counts with every sentence: a claim may name the paper)."""
@@ -128,8 +138,8 @@ def best_support(
     n_single = len(sentence_spans(source.abstract))
     if not sentences:
         return Support(0.0, None)
-    claim_terms = term_set(claim)
-    lex = [overlap(claim_terms, term_set(s.text)) for s in sentences]
+    wanted = claim_terms(claim)
+    lex = [overlap(wanted, term_set(s.text)) for s in sentences]
     order = sorted(range(len(sentences)), key=lex.__getitem__, reverse=True)[:shortlist]
     if claim_vec is None:
         claim_vec = encoder.encode([claim])[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.support import SentenceEncoder, Support, best_support, lexical_support, term_set
+from rag.support import SentenceEncoder, Support, best_support, claim_terms, lexical_support
 from rag.text import sentence_spans
 from rag.types import Citation, Source
 
@@ -24,9 +24,6 @@ ADD_CITATION = 0.65  # least support to add a marker to an uncited sentence
 # summary's sentences, or a model quoting closely. Anything less takes the full check.
 LEXICAL_SURE = 0.9
 MIN_CLAIM_TERMS = 4  # shorter sentences ("In short:") are not claims
-# "The authors show ..." reports an abstract's "We show ...": the attribution is not
-# part of the claim, and the source's "we" is a stopword, so it is not counted.
-ATTRIBUTION = term_set("the authors")
 
 # [1], [1, 2], [1][2], [Source 1], [^1], 【1】
 _MARKER = re.compile(r"\s*(?:\[\^?(?:source\s*)?(\d+(?:\s*[,;]\s*\d+)*)\]|【(\d+)】)", re.I)
@@ -82,12 +79,10 @@ def verify(draft: str, sources: list[Source], encoder: SentenceEncoder) -> Verif
             counts["invalid"] += len(wanted) - len(valid)
             counts["dropped"] += len(wanted) - len(valid)
             final: list[int] = []
-            claim_terms = term_set(claim) - ATTRIBUTION
-            is_claim = len(claim_terms) >= MIN_CLAIM_TERMS
+            wanted = claim_terms(claim)
+            is_claim = len(wanted) >= MIN_CLAIM_TERMS
             sure = (
-                {n: lexical_support(claim_terms, by_n[n]) for n in valid}
-                if is_claim and valid
-                else {}
+                {n: lexical_support(wanted, by_n[n]) for n in valid} if is_claim and valid else {}
             )
             if sure and all(sup.score >= LEXICAL_SURE for sup in sure.values()):
                 final = list(valid)

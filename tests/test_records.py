@@ -175,3 +175,26 @@ def test_a_large_index_is_rebuilt_in_the_background_while_the_old_one_answers(
     assert not reader.lexical.rebuilding and reader.lexical.current is not old
     found = reader.retrieve("quillfern", k=1, mode="bm25").sources
     assert found and found[0].paper_id == "2405.00078"
+
+
+def test_mmr_reorders_papers_and_embeds_only_chunks_bm25_found_alone(
+    sample_retriever, monkeypatch
+) -> None:
+    query = "diffusion models generalization"
+    plain = sample_retriever.retrieve(query, k=4, mmr=False)
+    diverse = sample_retriever.retrieve(query, k=4, mmr=True)
+    assert len(diverse.sources) == 4
+    assert len({s.paper_id for s in diverse.sources}) == 4
+    assert diverse.sources[0].paper_id == plain.sources[0].paper_id  # the best stays first
+
+    # Dense search returns nothing: every paper was found by BM25 alone, so MMR must
+    # embed their best chunks itself (once, in one call).
+    calls: list[int] = []
+    emb = sample_retriever.embeddings
+    real = emb.embed_documents
+    monkeypatch.setattr(sample_retriever.store, "nearest", lambda *a, **k: [])
+    monkeypatch.setattr(
+        emb, "embed_documents", lambda texts: calls.append(len(texts)) or real(texts)
+    )
+    lexical = sample_retriever.retrieve(query, k=4, mmr=True)
+    assert len(lexical.sources) == 4 and len(calls) == 1 and calls[0] >= 4

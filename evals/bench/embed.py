@@ -25,9 +25,11 @@ SAMPLE = ROOT / "data" / "hf-papers-page.txt"
 def _chunk_texts() -> list[str]:
     from ingest.chunk import chunk_paper, embed_text
     from ingest.loaders import Skipped, load
+    from rag.settings import Settings
 
+    cfg = Settings().chunking  # the chunks ingest embeds
     papers = [p for _, p in load(str(SAMPLE)) if not isinstance(p, Skipped)]
-    return [embed_text(p, c) for p in papers for c in chunk_paper(p, 800, 200)]
+    return [embed_text(p, c) for p in papers for c in chunk_paper(p, cfg.size, cfg.overlap)]
 
 
 def run(repeats: int = 3) -> tuple[dict[str, Any], list[tuple]]:

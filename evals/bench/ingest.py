@@ -26,7 +26,7 @@ from evals.bench.report import write_report
 from ingest.chunk import chunk_paper, embed_text
 from ingest.job import IngestJob
 from ingest.loaders import Skipped, load
-from rag.embeddings import LocalEmbeddings, local_model_path, make_embeddings
+from rag.embeddings import local_model_path, make_embeddings
 from rag.settings import Settings
 from rag.store import open_store
 
@@ -70,12 +70,7 @@ def run(repeats: int, out: Path, sources: list[str]) -> dict[str, Any]:
     getattr(embeddings, "load", lambda: None)()
     embeddings.embed_documents(["warm-up"])
     # The opt-in int8 bulk path (precision=int8), for the record: faster, not the default.
-    int8 = LocalEmbeddings(
-        local_model_path(),
-        query_backend="onnx",
-        precision="int8",
-        cache_dir=Settings().embedding.cache_dir,
-    )
+    int8 = make_embeddings(Settings(embedding={"precision": "int8"}))
     int8.embed_documents([f"warm-up {i}" for i in range(40)])
     # The baseline embeds the way a LangChain user does, with the library's defaults.
     from langchain_huggingface import HuggingFaceEmbeddings
