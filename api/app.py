@@ -22,11 +22,13 @@ from api.errors import install_error_handlers
 from api.middleware import BodyLimit, Metrics, MetricsMiddleware
 from api.routes import chat, health, openai_compat, papers, search, web
 from api.security import Guard
-from rag.chain import build_chain
+from rag.chain import QAChain, build_chain
 from rag.embeddings import make_embeddings
+from rag.generate import GeneratorUnavailable
 from rag.lexical import compile_jit
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
+from rag.warmup import warm_sentences
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ and questions the corpus does not cover are refused rather than answered.
 """
 
 
-def _warm(chain, limit: int, jit: bool, stop: threading.Event, state: dict) -> None:  # type: ignore[no-untyped-def]
+def _warm(chain: QAChain, limit: int, jit: bool, stop: threading.Event, state: dict) -> None:
     """Runs beside the server; /readyz shows `warmup.running` until it is done."""
     try:
         if jit:
@@ -53,7 +55,7 @@ def _warm(chain, limit: int, jit: bool, stop: threading.Event, state: dict) -> N
                 "warm-up: BM25 kernels %s in %.1fs", state["bm25_jit"], time.perf_counter() - t0
             )
         t0 = time.perf_counter()
-        n = chain.warm(limit, stop) if limit else 0
+        n = warm_sentences(chain.retriever.store, chain.encoder, limit, stop) if limit else 0
         state["sentences"] = n
         log.info("warm-up: %d abstract sentences embedded in %.1fs", n, time.perf_counter() - t0)
     except Exception as exc:  # a store outage at start: questions just pay as they come
@@ -83,13 +85,12 @@ def create_app(
             settings, store=app.state.store, embeddings=app.state.embeddings
         )
         app.state.chain.retriever.lexical.get()  # build or load BM25 before serving
-        if settings.llm != "extractive":
-            # Build the client now: its imports cost seconds that a first question,
-            # racing the LLM timeout, should not pay.
-            try:
-                app.state.chain.generator(settings.llm)
-            except Exception as exc:  # reported by /readyz; answers fall back
-                log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
+        # Build the generator now: a model client's imports cost seconds that a first
+        # question, racing the LLM timeout, should not pay.
+        try:
+            app.state.chain.generators.get(settings.llm)
+        except GeneratorUnavailable as exc:  # reported by /readyz; answers fall back
+            log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
         stop = threading.Event()
         limit = settings.retrieval.warm_sentences
         jit = settings.retrieval.bm25_jit

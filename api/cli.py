@@ -21,8 +21,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "hf-papers-page.txt"
-
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"citeqa: {message}", err=True)
@@ -38,12 +36,21 @@ def _settings() -> Settings:
 
 
 def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from rag.store import StoreUnavailable, open_store
+    from rag.store import StoreConfigError, StoreUnavailable, open_store
 
     try:
         return open_store(settings)
+    except StoreConfigError as exc:
+        _fail(f"bad configuration: {exc}")
     except StoreUnavailable as exc:
         _fail(str(exc), 3)
+
+
+def _check_generator(name: str | None, option: str) -> None:
+    from rag.generate import generator_names
+
+    if name is not None and name not in generator_names():
+        _fail(f"unknown {option} '{name}' ({', '.join(generator_names())})")
 
 
 @app.command()
@@ -147,7 +154,7 @@ def ask(
     question: Annotated[str, typer.Argument(help="A question in natural language.")],
     k: Annotated[int | None, typer.Option("--k", min=1, max=50, help="Papers to consider.")] = None,
     llm: Annotated[
-        str | None, typer.Option(help="extractive, openai or llamacpp (default CITEQA_LLM).")
+        str | None, typer.Option(help="A generator: extractive, openai, ... (default CITEQA_LLM).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
@@ -156,8 +163,7 @@ def ask(
 
     if not question.strip():
         _fail("the question is empty")
-    if llm is not None and llm not in ("extractive", "openai", "llamacpp"):
-        _fail(f"unknown --llm '{llm}' (extractive, openai, llamacpp)")
+    _check_generator(llm, "--llm")
     settings = _settings()
     chain = _chain(settings)
     t0 = time.perf_counter()
@@ -184,7 +190,7 @@ def evaluate(
         Path | None, typer.Option(help="Questions (JSONL); default evals/data/dev.jsonl.")
     ] = None,
     llm: Annotated[
-        str, typer.Option(help="Generator for both configurations: extractive, openai, llamacpp.")
+        str, typer.Option(help="Generator for both configurations: extractive, openai, ...")
     ] = "extractive",
     out: Annotated[Path, typer.Option(help="Where eval.json, eval.md and eval.png go.")] = Path(
         "reports"
@@ -205,8 +211,7 @@ def evaluate(
     dataset = dataset or DEV_SET
     if not dataset.is_file():
         _fail(f"{dataset}: no such file")
-    if llm not in ("extractive", "openai", "llamacpp"):
-        _fail(f"unknown --llm '{llm}' (extractive, openai, llamacpp)")
+    _check_generator(llm, "--llm")
     try:
         report = run_eval(dataset, llm, out, judge_url=judge, judge_model=judge_model)
     except ValueError as exc:

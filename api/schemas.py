@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rag.retrieve import Filters
+from rag.generate import GeneratorName
+from rag.types import Filters
 
 
 class Strict(BaseModel):
@@ -62,8 +63,10 @@ class ChatRequest(Strict):
     )
     top_k: int | None = Field(None, description="Papers to consider (default from settings).")
     filters: FiltersIn | None = None
-    llm: Literal["extractive", "openai", "llamacpp"] | None = Field(
-        None, description="Generator for this request (default CITEQA_LLM)."
+    llm: GeneratorName | None = Field(  # type: ignore[valid-type]
+        None,
+        description="Generator for this request (default CITEQA_LLM); the server decides "
+        "which it allows (CITEQA_LLM_ALLOWED), others are refused with 403.",
     )
     stream: bool = Field(False, description="Answer as server-sent events.")
 
@@ -75,27 +78,3 @@ class ChatRequest(Strict):
             if not self.messages or self.messages[-1].role != "user":
                 raise ValueError("the last message must be the user's question")
         return self
-
-
-class CitationOut(BaseModel):
-    n: int
-    paper_id: str
-    title: str
-    url: str | None
-    quote: str = Field(description="The supporting passage, `abstract[start:end]`.")
-    start: int
-    end: int
-
-
-class ChatResponse(BaseModel):
-    question: str
-    answer: str = Field(description="The cited summary; every [n] has an entry in citations.")
-    citations: list[CitationOut]
-    refused: bool
-    degraded: bool
-    degraded_reason: str | None = None
-    generator: str
-    standalone_question: str | None = None
-    verification: dict[str, int]
-    sources: list[dict]
-    timings: dict[str, float]

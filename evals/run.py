@@ -30,10 +30,11 @@ from langchain_core.embeddings import Embeddings
 
 from evals import metrics as M
 from evals.dataset import DEV_SET, load_dataset
+from rag.settings import SAMPLE_CORPUS as SAMPLE
 from rag.types import Paper, Source
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "hf-papers-page.txt"
+
 RETRIEVAL_KS = (1, 5, 10)
 BASELINE_K = 4
 

@@ -23,9 +23,9 @@ import numpy as np
 from evals.dataset import DEV_SET, load_dataset
 from ingest.job import IngestJob
 from rag.chain import build_chain
+from rag.settings import SAMPLE_CORPUS as SAMPLE
 from rag.settings import Settings
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "hf-papers-page.txt"
 WEIGHTS = np.round(np.arange(0.0, 2.01, 0.05), 2)
 
 

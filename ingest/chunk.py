@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from rag.types import Chunk, Paper
+from rag.types import Chunk, Paper, indexed_text
 
 # Paragraphs, then sentence ends, then clause breaks, then words: a chunk only
 # cuts a sentence when one sentence alone is longer than the chunk size.
@@ -46,5 +46,5 @@ def chunk_paper(paper: Paper, size: int, overlap: int) -> list[Chunk]:
 
 
 def embed_text(paper: Paper, chunk: Chunk) -> str:
-    """What the embedder sees: the title carries the paper's topic into every chunk."""
-    return f"{paper.title}\n{chunk.text}"
+    """What the embedder sees (the same text BM25 indexes)."""
+    return indexed_text(paper.title, chunk.text)

@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from ingest.chunk import chunk_paper, embed_text
 from ingest.loaders import Skipped, check_readable, load
-from rag.lexical import LexicalCache, open_lexical
 from rag.settings import Settings
 from rag.store import Store, StoredChunk
 from rag.types import Chunk, Paper, chunk_id
@@ -76,7 +75,7 @@ class IngestSummary:
 
 
 def chunk_metadata(paper: Paper, chunk: Chunk, n_chunks: int, paper_hash: str) -> dict[str, Any]:
-    """What each chunk record carries. Chroma takes no None and no empty lists."""
+    """What each chunk record carries (see rag/store.py); None means absent."""
     meta: dict[str, Any] = {
         "paper_id": paper.paper_id,
         "title": paper.title,
@@ -85,14 +84,12 @@ def chunk_metadata(paper: Paper, chunk: Chunk, n_chunks: int, paper_hash: str) -
         "end": chunk.end,
         "n_chunks": n_chunks,
         "paper_hash": paper_hash,
+        "url": paper.url or None,
+        "year": paper.year,
+        "authors": list(paper.authors),
+        "categories": list(paper.categories),
+        "code_links": list(paper.code_links),
     }
-    if paper.url:
-        meta["url"] = paper.url
-    if paper.year is not None:
-        meta["year"] = paper.year
-    for key in ("authors", "categories", "code_links"):
-        if getattr(paper, key):
-            meta[key] = list(getattr(paper, key))
     if chunk.chunk_index == 0:
         # The whole abstract rides on chunk 0, so papers can be shown without a second store.
         meta["abstract"] = paper.abstract
@@ -130,11 +127,9 @@ class IngestJob:
         *,
         progress: bool | None = None,
         papers_per_batch: int = PAPERS_PER_BATCH,
-        lexical: LexicalCache | None = None,
     ) -> None:
         self.papers_per_batch = papers_per_batch
         self.store = store
-        self.lexical = lexical or open_lexical(store, settings)
         self._dirty = False
         self.embeddings = embeddings
         self.settings = settings
@@ -190,13 +185,13 @@ class IngestJob:
         return len(ids)
 
     def _publish(self) -> None:
-        """Written: stamp the collection again and rebuild BM25, so readers in this
-        and other processes pick up the change."""
+        """Written: stamp the store again, so readers in this and other processes see
+        the change. Only the stamp: each reader's own policy decides when and how it
+        rebuilds what it derives (BM25), so a write never stalls a reader."""
         try:
             self.store.bump_version()
-            self.lexical.refresh()
         except Exception as exc:  # never hide the error that ended the run
-            log.warning("could not refresh the BM25 index after ingest: %s", exc)
+            log.warning("could not stamp the store after writing: %s", exc)
 
     def _mark_dirty(self) -> None:
         """Stamp the collection before the first write, so a run killed part-way

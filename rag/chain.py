@@ -1,11 +1,19 @@
-"""The question-answering chain, as LangChain runnables:
+"""The question-answering pipeline: plain steps over one typed `State`.
 
     rewrite (follow-ups, with the chat history) -> retrieve (hybrid, gated)
-      -> generate (extractive | openai | llamacpp) -> verify citations -> Answer
+      -> generate (a generator from the registry, streamed) -> finish (verify) -> Answer
 
-When retrieval finds nothing relevant the chain refuses without calling a
-model. When the model is unreachable, fails or misses its deadline, the
-extractive generator answers instead and the answer is marked degraded.
+There is one pipeline, and it streams: `QAChain.stream(q)` yields `token` and
+`reset` events as the draft is written, then the verified answer;
+`QAChain.invoke(q)` drains it. `QAChain.runnable` is the same pipeline as a
+LangChain runnable (its `stream` yields the events, its `invoke` returns the
+Answer), so it composes with other runnables.
+
+When retrieval finds nothing relevant the pipeline refuses without calling a
+model. When the model is unreachable, fails, misses its deadline, or the caller
+cancels, the fallback generator answers instead and the answer is marked
+degraded; the model's work stops at its next token. Any other exception is a
+bug and surfaces as one.
 """
 
 from __future__ import annotations
@@ -19,18 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.embeddings import make_embeddings
-from rag.generate import Generator, GeneratorUnavailable, make_generator
-from rag.generate.extractive import ExtractiveGenerator
+from rag.generate import Generator, Generators, GeneratorUnavailable
 from rag.guard import OutputGuard
-from rag.retrieve import Filters, Mode, Retrieval, Retriever, make_retriever
+from rag.retrieve import Mode, Retrieval, Retriever, make_retriever
 from rag.settings import Settings
 from rag.store import Store, open_store
 from rag.support import SentenceEncoder
-from rag.text import sentence_spans, terms
-from rag.types import Answer
+from rag.text import terms
+from rag.types import Answer, Filters
 from rag.verify import verify
 
 REFUSAL = "The corpus does not cover this question."
@@ -38,6 +45,7 @@ MODEL_REFUSAL = re.compile(r"^\W*the sources do not cover this", re.I)
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|the paper|the method)\b", re.I
 )
+_POLL = 0.1  # seconds between looks at the caller's cancel flag
 
 
 @dataclass
@@ -49,14 +57,49 @@ class Question:
     filters: Filters | None = None
     llm: str | None = None
     mode: Mode = "hybrid"
+    cancel: threading.Event | None = None
+    """Set by the caller (a client that went away) to stop model work."""
+
+
+# -- events ---------------------------------------------------------------------
+#   {"type": "token", "text": str}   a piece of the draft (passed the output guard)
+#   {"type": "reset"}                drop the draft so far: the fallback answer follows
+#   {"type": "answer", "answer": Answer}   the verified answer, always last
+Event = dict[str, Any]
+
+
+# -- state and steps -------------------------------------------------------------
 
 
 @dataclass
 class Draft:
     text: str
     generator: str
+    from_model: bool
     degraded: bool = False
     reason: str | None = None
+
+
+@dataclass
+class State:
+    q: Question
+    t0: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    standalone: str = ""
+    retrieval: Retrieval | None = None
+    draft: Draft | None = None
+    """None when the gate refused: no generator ran."""
+
+
+@dataclass
+class Parts:
+    """The collaborators the steps use."""
+
+    retriever: Retriever
+    encoder: SentenceEncoder
+    generators: Generators
+    guard: OutputGuard
+    settings: Settings
 
 
 def heuristic_rewrite(history: list[tuple[str, str]], question: str) -> str:
@@ -69,17 +112,27 @@ def heuristic_rewrite(history: list[tuple[str, str]], question: str) -> str:
     return f"{earlier[-1]} {question}"
 
 
-def stream_with_deadline(produce: Callable[[], Iterator[str]], seconds: float) -> Iterator[str]:
-    """Pieces from `produce`, raising GeneratorUnavailable once `seconds` have passed.
+def stream_with_deadline(
+    produce: Callable[[threading.Event], Iterator[str]],
+    seconds: float,
+    cancel: threading.Event | None = None,
+) -> Iterator[str]:
+    """Pieces from `produce(stop)`, raising GeneratorUnavailable once `seconds` have
+    passed or `cancel` is set.
 
-    The producer runs in a thread so that a server that stalls mid-answer
-    cannot hold the caller past the deadline.
+    The producer runs in a thread so that a server that stalls mid-answer cannot
+    hold the caller past the deadline; `stop` is set on the deadline, on cancel and
+    when the consumer stops reading, and the producer ends at its next piece, so no
+    abandoned answer keeps the model busy.
     """
     q: queue.Queue[tuple[str, Any]] = queue.Queue()
+    stop = threading.Event()
 
     def run() -> None:
         try:
-            for piece in produce():
+            for piece in produce(stop):
+                if stop.is_set():
+                    break
                 q.put(("piece", piece))
             q.put(("end", None))
         except Exception as exc:  # reported to the consumer, who decides
@@ -87,26 +140,158 @@ def stream_with_deadline(produce: Callable[[], Iterator[str]], seconds: float) -
 
     threading.Thread(target=run, daemon=True, name="llm-stream").start()
     deadline = time.monotonic() + seconds
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise GeneratorUnavailable(f"the model did not finish within {seconds:g}s")
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise GeneratorUnavailable("the request was cancelled")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GeneratorUnavailable(f"the model did not finish within {seconds:g}s")
+            try:
+                kind, value = q.get(timeout=min(remaining, _POLL))
+            except queue.Empty:
+                continue
+            if kind == "piece":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value  # GeneratorUnavailable degrades; anything else is a bug
+    finally:
+        stop.set()
+
+
+def rewrite(parts: Parts, s: State) -> None:
+    """The question made standalone: by the model when there is one, else by
+    borrowing the previous question's words."""
+    q = s.q
+    t0 = time.perf_counter()
+    s.standalone = q.question
+    if q.history:
+        s.standalone = heuristic_rewrite(q.history, q.question)
         try:
-            kind, value = q.get(timeout=remaining)
-        except queue.Empty:
-            raise GeneratorUnavailable(f"the model did not finish within {seconds:g}s") from None
-        if kind == "piece":
-            yield value
-        elif kind == "end":
-            return
-        else:
-            raise GeneratorUnavailable(f"the model failed: {_describe(value)}") from value
+            gen = parts.generators.get(q.llm or parts.settings.llm)
+            if gen.uses_model:
+                text = next(
+                    stream_with_deadline(
+                        lambda stop: iter([gen.rewrite(q.history, q.question, stop) or ""]),
+                        parts.settings.llm_timeout,
+                        q.cancel,
+                    ),
+                    "",
+                )
+                # Keep the model's rewrite only if it is about this conversation.
+                known = set(terms(q.question + " " + " ".join(c for _, c in q.history)))
+                if 0 < len(text) < 400 and set(terms(text)) & known:
+                    s.standalone = text
+        except GeneratorUnavailable:
+            pass
+    s.timings["rewrite"] = time.perf_counter() - t0
 
 
-def _describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{name}: {text}"[:300]
+def retrieve(parts: Parts, s: State) -> None:
+    q = s.q
+    t0 = time.perf_counter()
+    s.retrieval = parts.retriever.retrieve(s.standalone, k=q.k, filters=q.filters, mode=q.mode)
+    s.timings.update(s.retrieval.timings)
+    s.timings["retrieve"] = time.perf_counter() - t0
+
+
+def generate(parts: Parts, s: State) -> Iterator[str | None]:
+    """Draft pieces; None means "discard what was streamed so far". Sets `s.draft`."""
+    retrieval = s.retrieval
+    assert retrieval is not None
+    if not retrieval.relevant:
+        return
+    name = s.q.llm or parts.settings.llm
+    t0 = time.perf_counter()
+    pieces: list[str] = []
+    try:
+        try:
+            gen: Generator = parts.generators.get(name)
+            draft = Draft("", gen.name, gen.uses_model)
+            if gen.uses_model:
+                stream = stream_with_deadline(
+                    lambda stop: gen.stream(s.standalone, retrieval.sources, cancel=stop),
+                    parts.settings.llm_timeout,
+                    s.q.cancel,
+                )
+            else:
+                stream = gen.stream(s.standalone, retrieval.sources, query_vector=retrieval.vector)
+            for piece in stream:
+                pieces.append(piece)
+                yield piece
+        except GeneratorUnavailable as exc:
+            yield None
+            pieces.clear()
+            fallback = parts.generators.fallback
+            draft = Draft("", fallback.name, False, degraded=True, reason=str(exc))
+            for piece in fallback.stream(
+                s.standalone, retrieval.sources, query_vector=retrieval.vector
+            ):
+                pieces.append(piece)
+                yield piece
+        draft.text = "".join(pieces)
+        s.draft = draft
+    finally:
+        s.timings["generate"] = time.perf_counter() - t0
+
+
+def finish(parts: Parts, s: State) -> Answer:
+    """The answer: the draft guarded and its citations verified, or the refusal."""
+    q, retrieval, draft = s.q, s.retrieval, s.draft
+    assert retrieval is not None
+    base: dict[str, Any] = {
+        "question": q.question,
+        "standalone_question": s.standalone if s.standalone != q.question else None,
+        "sources": [src.summary() for src in retrieval.sources],
+        "gate": retrieval.gate,
+    }
+    refused_by = None
+    if draft is None:
+        refused_by = "none"  # the gate: no model was called
+    elif draft.from_model and MODEL_REFUSAL.match(draft.text):
+        refused_by = draft.generator
+    if refused_by is not None:
+        s.timings["total"] = time.perf_counter() - s.t0
+        return Answer(
+            answer=REFUSAL,
+            citations=[],
+            refused=True,
+            generator=refused_by,
+            timings=s.timings,
+            **base,
+        )
+    assert draft is not None
+    t0 = time.perf_counter()
+    safe, guarded = parts.guard.clean(draft.text)
+    checked = verify(safe, retrieval.sources, parts.encoder)
+    if not checked.citations and draft.from_model:
+        # The model wrote nothing the sources support: answer from the sources instead.
+        fallback = parts.generators.fallback
+        text = "".join(
+            fallback.stream(s.standalone, retrieval.sources, query_vector=retrieval.vector)
+        )
+        checked = verify(text, retrieval.sources, parts.encoder)
+        reason = f"the {draft.generator} answer had no claim the sources support"
+        draft = Draft(text, fallback.name, False, True, reason)
+    checked.counts["guarded"] = guarded  # sentences the output guard removed
+    s.timings["verify"] = time.perf_counter() - t0
+    s.timings["total"] = time.perf_counter() - s.t0
+    return Answer(
+        answer=checked.text,
+        citations=checked.citations,
+        refused=False,
+        degraded=draft.degraded,
+        degraded_reason=draft.reason,
+        generator=draft.generator,
+        verification=checked.counts,
+        timings=s.timings,
+        **base,
+    )
+
+
+# -- the pipeline ------------------------------------------------------------------
 
 
 class QAChain:
@@ -115,226 +300,54 @@ class QAChain:
         retriever: Retriever,
         encoder: SentenceEncoder,
         settings: Settings,
-        generators: dict[str, Generator] | None = None,
+        generators: Generators | None = None,
     ) -> None:
         self.retriever = retriever
         self.encoder = encoder
         self.settings = settings
-        self._generators: dict[str, Generator] = dict(generators or {})
-        self._lock = threading.Lock()
-        self.extractive = ExtractiveGenerator(encoder)
-        self.guard = OutputGuard.from_settings(settings)
-        self.runnable: Runnable = (
-            RunnablePassthrough.assign(standalone=RunnableLambda(self._rewrite))
-            | RunnablePassthrough.assign(retrieval=RunnableLambda(self._retrieve))
-            | RunnablePassthrough.assign(draft=RunnableLambda(self._generate))
-            | RunnableLambda(self._finish)
+        self.generators = generators or Generators(settings, encoder)
+        self.parts = Parts(
+            retriever, encoder, self.generators, OutputGuard.from_settings(settings), settings
         )
+        self.runnable = ChainRunnable(self)
 
-    def generator(self, name: str) -> Generator:
-        if name == "extractive":
-            return self.extractive
-        with self._lock:
-            if name not in self._generators:
-                self._generators[name] = make_generator(name, self.settings, self.encoder)
-            return self._generators[name]
-
-    # -- the steps ----------------------------------------------------------------
-
-    def _rewrite(self, state: dict[str, Any]) -> str:
-        q: Question = state["q"]
-        t0 = time.perf_counter()
-        try:
-            if not q.history:
-                return q.question
-            name = q.llm or self.settings.llm
-            gen = self.generator(name) if name != "extractive" else None
-            rewrite = getattr(gen, "rewrite", None)
-            if rewrite is not None:
-                try:
-                    text = next(
-                        stream_with_deadline(
-                            lambda: iter([rewrite(q.history, q.question)]),
-                            self.settings.llm_timeout,
-                        ),
-                        "",
-                    )
-                    # Keep the model's rewrite only if it is about this conversation.
-                    known = set(terms(q.question + " " + " ".join(c for _, c in q.history)))
-                    if 0 < len(text) < 400 and set(terms(text)) & known:
-                        return text
-                except GeneratorUnavailable:
-                    pass
-            return heuristic_rewrite(q.history, q.question)
-        finally:
-            state["timings"]["rewrite"] = time.perf_counter() - t0
-
-    def _retrieve(self, state: dict[str, Any]) -> Retrieval:
-        q: Question = state["q"]
-        t0 = time.perf_counter()
-        result = self.retriever.retrieve(state["standalone"], k=q.k, filters=q.filters, mode=q.mode)
-        state["timings"].update(result.timings)
-        state["timings"]["retrieve"] = time.perf_counter() - t0
-        return result
-
-    def _generate(self, state: dict[str, Any]) -> Draft | None:
-        pieces: list[str] = []
-        for piece in self._generate_stream(state):
-            if piece is None:
-                pieces.clear()
-            else:
-                pieces.append(piece)
-        info = state.get("draft_info")
-        return Draft("".join(pieces), **info) if info else None
-
-    def _generate_stream(self, state: dict[str, Any]) -> Iterator[str | None]:
-        """Draft text pieces; None means "discard what was streamed so far"."""
-        q: Question = state["q"]
-        retrieval: Retrieval = state["retrieval"]
-        if not retrieval.relevant:
-            state["draft_info"] = None
-            return
-        name = q.llm or self.settings.llm
-        t0 = time.perf_counter()
-        info: dict[str, Any] = {"generator": name}
-        state["draft_info"] = info
-        try:
-            if name == "extractive":
-                yield from self.extractive.stream(
-                    state["standalone"], retrieval.sources, retrieval.vector
-                )
-            else:
-                gen = self.generator(name)
-                yield from stream_with_deadline(
-                    lambda: gen.stream(state["standalone"], retrieval.sources),
-                    self.settings.llm_timeout,
-                )
-        except (GeneratorUnavailable, RuntimeError, ImportError) as exc:
-            yield None
-            info.update(generator="extractive", degraded=True, reason=str(exc))
-            yield from self.extractive.stream(
-                state["standalone"], retrieval.sources, retrieval.vector
-            )
-        finally:
-            state["timings"]["generate"] = time.perf_counter() - t0
-
-    def _finish(self, state: dict[str, Any]) -> Answer:
-        q: Question = state["q"]
-        retrieval: Retrieval = state["retrieval"]
-        draft: Draft | None = state["draft"]
-        timings: dict[str, float] = state["timings"]
-        base = {
-            "question": q.question,
-            "standalone_question": state["standalone"]
-            if state["standalone"] != q.question
-            else None,
-            "sources": [s.summary() for s in retrieval.sources],
-            "gate": retrieval.gate,
-        }
-        refused_by = None
-        if draft is None:
-            refused_by = "none"  # the gate: no model was called
-        elif draft.generator != "extractive" and MODEL_REFUSAL.match(draft.text):
-            refused_by = draft.generator
-        if refused_by is not None:
-            timings["total"] = time.perf_counter() - state["t0"]
-            return Answer(
-                answer=REFUSAL,
-                citations=[],
-                refused=True,
-                generator=refused_by,
-                timings=timings,
-                **base,
-            )
-        assert draft is not None
-        t0 = time.perf_counter()
-        safe, guarded = self.guard.clean(draft.text)
-        checked = verify(safe, retrieval.sources, self.encoder)
-        if not checked.citations and draft.generator != "extractive":
-            # The model wrote nothing the sources support: answer from the sources instead.
-            text = self.extractive.answer(state["standalone"], retrieval.sources, retrieval.vector)
-            checked = verify(text, retrieval.sources, self.encoder)
-            draft = Draft(
-                text,
-                "extractive",
-                True,
-                f"the {draft.generator} answer had no claim the sources support",
-            )
-        checked.counts["guarded"] = guarded  # sentences the output guard removed
-        timings["verify"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - state["t0"]
-        return Answer(
-            answer=checked.text,
-            citations=checked.citations,
-            refused=False,
-            degraded=draft.degraded,
-            degraded_reason=draft.reason,
-            generator=draft.generator,
-            verification=checked.counts,
-            timings=timings,
-            **base,
-        )
-
-    # -- warm-up --------------------------------------------------------------------
-
-    def warm(self, limit: int, stop: threading.Event, batch: int = 16) -> int:
-        """Embed abstract sentences ahead of questions (the extractive summary and the
-        citation checks need them), up to `limit`, in small batches that leave the CPU
-        to requests; returns how many. Stops early when `stop` is set."""
-        done = 0
-        offset = 0
-        pending: list[str] = []
-        while done < limit and not stop.is_set():
-            page = self.retriever.store.papers(offset=offset, limit=100)
-            if not page:
-                break
-            offset += len(page)
-            for meta in page:
-                abstract = str(meta.get("abstract") or "")
-                pending += [abstract[a:b] for a, b in sentence_spans(abstract)]
-                while len(pending) >= batch and done < limit and not stop.is_set():
-                    take = min(batch, limit - done)
-                    self.encoder.encode(pending[:take])
-                    done += take
-                    pending = pending[take:]
-                    stop.wait(0.05)  # yield to requests between batches
-        if pending and done < limit and not stop.is_set():
-            self.encoder.encode(pending[: limit - done])
-            done += min(len(pending), limit - done)
-        return done
-
-    # -- entry points -------------------------------------------------------------
-
-    def _state(self, q: Question) -> dict[str, Any]:
-        return {"q": q, "t0": time.perf_counter(), "timings": {}}
+    def stream(self, q: Question) -> Iterator[Event]:
+        """`token` events of the draft (through the output guard, sentence by
+        sentence), `reset` if the draft is abandoned for the fallback, then the
+        `answer`, built from the raw draft, guarded and verified."""
+        s = State(q)
+        rewrite(self.parts, s)
+        retrieve(self.parts, s)
+        for piece in self.parts.guard.stream(generate(self.parts, s)):
+            yield {"type": "reset"} if piece is None else {"type": "token", "text": piece}
+        yield {"type": "answer", "answer": finish(self.parts, s)}
 
     def invoke(self, q: Question) -> Answer:
-        return self.runnable.invoke(self._state(q))  # type: ignore[no-any-return]
+        *_, last = self.stream(q)
+        answer: Answer = last["answer"]
+        return answer
 
-    def stream(self, q: Question) -> Iterator[dict[str, Any]]:
-        """Events: {"type": "token", "text"}, {"type": "reset"} (drop the streamed
-        draft: the model failed and the fallback answer follows), then
-        {"type": "answer", "answer": Answer} with the verified text and citations."""
-        state = self._state(q)
-        state["standalone"] = self._rewrite(state)
-        state["retrieval"] = self._retrieve(state)
-        pieces: list[str] = []
 
-        def raw() -> Iterator[str | None]:
-            for piece in self._generate_stream(state):
-                if piece is None:
-                    pieces.clear()
-                else:
-                    pieces.append(piece)
-                yield piece
+class ChainRunnable(Runnable[Question | str, Answer]):
+    """The pipeline at LangChain's edge: `invoke` returns the Answer, `stream`
+    yields the pipeline's events; a plain string is taken as a question."""
 
-        # What streams out passes the output guard sentence by sentence; the
-        # final answer is built from the raw draft, guarded and verified.
-        for piece in self.guard.stream(raw()):
-            yield {"type": "reset"} if piece is None else {"type": "token", "text": piece}
-        info = state.get("draft_info")
-        state["draft"] = Draft("".join(pieces), **info) if info else None
-        yield {"type": "answer", "answer": self._finish(state)}
+    def __init__(self, chain: QAChain) -> None:
+        self.chain = chain
+
+    @staticmethod
+    def _question(value: Question | str) -> Question:
+        return Question(value) if isinstance(value, str) else value
+
+    def invoke(
+        self, input: Question | str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Answer:
+        return self.chain.invoke(self._question(input))
+
+    def stream(  # type: ignore[override]
+        self, input: Question | str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Event]:
+        yield from self.chain.stream(self._question(input))
 
 
 def build_chain(
@@ -348,4 +361,5 @@ def build_chain(
     store = store or open_store(settings)
     embeddings = embeddings or make_embeddings(settings)
     retriever = make_retriever(settings, store, embeddings)
-    return QAChain(retriever, SentenceEncoder(embeddings), settings, generators)
+    encoder = SentenceEncoder(embeddings)
+    return QAChain(retriever, encoder, settings, Generators(settings, encoder, generators))

@@ -135,10 +135,6 @@ class LocalEmbeddings(Embeddings):
                 # The first forward pass pays one-off set-up costs: pay them here.
                 self._model.encode(["warm up"], show_progress_bar=False)
 
-    @property
-    def dimension(self) -> int:
-        return len(self._encode(["dimension"])[0])
-
     def _encode(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -33,6 +34,7 @@ import numpy as np
 from rag.settings import Settings
 from rag.store import RecordCache, Store
 from rag.text import STOPWORDS, stemmer
+from rag.types import indexed_text
 
 log = logging.getLogger(__name__)
 _STOPWORDS = sorted(STOPWORDS)
@@ -111,7 +113,7 @@ class LexicalIndex:
         meta: list[dict[str, Any]] = []
         for cid, text, m in rows:
             ids.append(cid)
-            texts.append(f"{m.get('title', '')}\n{text}")
+            texts.append(indexed_text(str(m.get("title", "")), text))
             meta.append(
                 {k: m[k] for k in ("paper_id", "year", "categories") if k in m and m[k] is not None}
             )
@@ -157,6 +159,16 @@ class LexicalIndex:
                 LexicalHit(self.ids[int(idx)], str(self.meta[int(idx)]["paper_id"]), float(score))
             )
         return hits
+
+    def idf(self, term: str) -> float:
+        """BM25's idf of a (stemmed) term; a term the corpus never holds gets the largest."""
+        n_docs = max(len(self.ids), 1)
+        if self.retriever is None:
+            return 1.0
+        tid = self.retriever.vocab_dict.get(term)
+        indptr = self.retriever.scores["indptr"]
+        df = 0 if tid is None else int(indptr[tid + 1] - indptr[tid])
+        return math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
 
     def mask(self, keep: Any) -> np.ndarray:
         """1 where `keep(meta)` is true: how metadata filters reach BM25."""
@@ -265,15 +277,10 @@ class LexicalCache:
             assert self._index is not None
             return self._index
 
-    def refresh(self) -> LexicalIndex:
-        """Rebuild from the store now and save the copy (after an ingest)."""
-        with self._lock:
-            index = LexicalIndex.from_store(self.store)
-            self._swap(index)
-            self.clear_records(index.version)
-            self._checked = time.monotonic()
-            self._save(index)
-            return index
+    def invalidate(self) -> None:
+        """Look at the store's version stamp on the next query (this process just
+        wrote). No rebuild here: the next query's policy decides how to catch up."""
+        self._checked = 0.0
 
     def clear_records(self, version: str | None = None) -> None:
         """Forget every chunk record read so far (they may belong to an older version)."""

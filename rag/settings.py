@@ -14,8 +14,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "hf-papers-page.txt"
+"""The sample corpus that `make serve` ingests (a saved listing page)."""
 
 
 class _Group(BaseModel):
@@ -117,6 +128,11 @@ class RetrievalSettings(_Group):
         description="At API start, compile the BM25 kernels with numba in the background "
         "(about 9 s on 2 cores); queries then score BM25 about 20x faster on large corpora.",
     )
+    reranker: str = Field(
+        "none",
+        description="Re-ranks the fused papers before the gate (a name in "
+        "rag.rerank.RERANKERS; 'none' keeps the fused order).",
+    )
     warm_sentences: int = Field(
         5000,
         ge=0,
@@ -172,14 +188,23 @@ class Settings(BaseSettings):
         description="Prefix of the Chroma collection name; a hash of the embedding "
         "and chunking settings is appended so incompatible vectors never mix.",
     )
+    vector_store: str = Field(
+        "chroma", description="Which vector store (a name in rag.store.STORES)."
+    )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
 
-    llm: Literal["extractive", "openai", "llamacpp"] = Field(
+    llm: str = Field(
         "extractive",
-        description="Answer generator: 'extractive' (no model, offline), 'openai' (any "
-        "OpenAI-compatible server), 'llamacpp' (a local GGUF in-process).",
+        description="Answer generator, a name in rag.generate.GENERATORS: 'extractive' (no "
+        "model, offline), 'openai' (any OpenAI-compatible server), 'llamacpp' (a local GGUF "
+        "in-process).",
+    )
+    llm_allowed: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Generators an API request may ask for (comma-separated); empty means "
+        "only the configured `llm`. A request for any other is refused (403).",
     )
     llm_model: str = Field(
         "gpt-4o-mini", description="Model name sent to the OpenAI-compatible server."
@@ -218,12 +243,34 @@ class Settings(BaseSettings):
         "(or the admin key).",
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "llm_allowed", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _known_names(self) -> Settings:
+        # The registries are the one list of names; imported here, once settings exist.
+        from rag.generate import generator_names
+        from rag.rerank import RERANKERS
+        from rag.store import store_names
+
+        for field, value, known in (
+            ("llm", [self.llm], generator_names()),
+            ("llm_allowed", self.llm_allowed, generator_names()),
+            ("vector_store", [self.vector_store], store_names()),
+            ("retrieval.reranker", [self.retrieval.reranker], tuple(RERANKERS)),
+        ):
+            for name in value:
+                if name not in known:
+                    raise ValueError(f"{field}: unknown '{name}' (one of: {', '.join(known)})")
+        return self
+
+    def allowed_generators(self) -> tuple[str, ...]:
+        """What API clients may ask for: `llm_allowed`, else just the configured one."""
+        return tuple(dict.fromkeys(self.llm_allowed or [self.llm]))
 
     host: str = Field("127.0.0.1", description="Address `citeqa serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `citeqa serve` listens on.")

@@ -1,60 +1,36 @@
-"""The Chroma store: the only module that imports chromadb.
+"""The vector store seam: the `VectorStore` protocol, the registry of stores, and
+`open_store`, the one place a store is chosen (`CITEQA_VECTOR_STORE`).
 
-One collection per index fingerprint (embedding model + chunking), cosine
-space, vectors always computed by us: Chroma's default embedding function
-would try to download a model, so the collection is created without one.
-Each record is a chunk with id `paper_id#chunk_index`; its metadata carries
-the paper's fields, the paper's content hash and its chunk count, which is
-what lets ingestion tell a complete, unchanged paper from a stale or
-half-written one.
+Every store keeps one record per chunk, id `paper_id#chunk_index`, with the
+chunk's text, its vector and a flat metadata dict (`paper_id`, `title`,
+`chunk_index`, `start`, `end`, `n_chunks`, `paper_hash`, optional `url`, `year`,
+`authors`, `categories`, `code_links`; chunk 0 also carries `abstract` and
+`extra`). Callers speak in the project's `Filters`; each store translates them
+into its engine's query language itself, so nothing outside a store's module
+knows that syntax. A second store is one new module with a class that meets the
+protocol, plus one line in `STORES`.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
+import importlib
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import urlparse
+from typing import Any, Protocol, runtime_checkable
 
-import chromadb
-import httpx
 from cachetools import LRUCache
-from chromadb.config import Settings as ChromaSettings
 
 from rag.settings import Settings
-from rag.types import ChunkHit
-
-log = logging.getLogger(__name__)
-
-# Chroma answers `$in` filters and gets in pages; keep each request modest.
-_PAGE = 1000
-VERSION_KEY = "citeqa_version"
+from rag.types import ChunkHit, Filters
 
 
 class StoreUnavailable(RuntimeError):
     """The vector store cannot be reached or failed to answer."""
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _guarded(method: F) -> F:
-    """Connection failures inside a store method surface as StoreUnavailable."""
-
-    @functools.wraps(method)
-    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:
-            raise _as_unavailable(exc, self.location) from exc
-
-    return wrapper  # type: ignore[return-value]
+class StoreConfigError(ValueError):
+    """The settings name a store that cannot exist (a URL without a host, say)."""
 
 
 @dataclass(frozen=True)
@@ -63,21 +39,19 @@ class StoredChunk:
     metadata: dict[str, Any]
 
 
-class Store:
-    def __init__(self, client: Any, collection_name: str, *, location: str) -> None:
-        self._client = client
-        self.name = collection_name
-        self.location = location
-        self.collection = client.get_or_create_collection(
-            collection_name,
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
-        )
-        self.max_batch_size = int(client.get_max_batch_size())
+@runtime_checkable
+class VectorStore(Protocol):
+    """What citeqa needs of a vector store. Methods raise `StoreUnavailable` when
+    the store cannot be reached."""
 
-    # -- writes -----------------------------------------------------------------
+    name: str
+    """The collection (or index) name; carries the index fingerprint."""
+    location: str
+    """Where the store is, for messages (a URL, or a path)."""
+    max_batch_size: int
+    """Most records one write may carry."""
 
-    @_guarded
+    # -- writes
     def upsert(
         self,
         ids: Sequence[str],
@@ -85,167 +59,93 @@ class Store:
         documents: Sequence[str],
         metadatas: Sequence[dict[str, Any]],
     ) -> None:
-        for lo in range(0, len(ids), self.max_batch_size):
-            hi = lo + self.max_batch_size
-            self.collection.upsert(
-                ids=list(ids[lo:hi]),
-                embeddings=[list(map(float, e)) for e in embeddings[lo:hi]],
-                documents=list(documents[lo:hi]),
-                metadatas=list(metadatas[lo:hi]),
-            )
+        """Insert or replace records. Metadata values that are None or empty lists
+        mean "absent"; the store drops them if its engine cannot hold them."""
+        ...
 
-    @_guarded
-    def delete(self, ids: Sequence[str]) -> None:
-        for lo in range(0, len(ids), self.max_batch_size):
-            self.collection.delete(ids=list(ids[lo : lo + self.max_batch_size]))
+    def delete(self, ids: Sequence[str]) -> None: ...
 
-    # -- reads ------------------------------------------------------------------
+    def bump_version(self) -> str:
+        """Mark the store changed, so readers rebuild what they derive from it."""
+        ...
 
-    @_guarded
-    def chunks_of(self, paper_ids: Iterable[str]) -> dict[str, list[StoredChunk]]:
-        """Stored chunks (id and metadata) of the given papers, by paper id."""
-        wanted = list(dict.fromkeys(paper_ids))
-        found: dict[str, list[StoredChunk]] = {pid: [] for pid in wanted}
-        for lo in range(0, len(wanted), _PAGE):
-            page = wanted[lo : lo + _PAGE]
-            where = {"paper_id": {"$in": page}} if len(page) > 1 else {"paper_id": page[0]}
-            res = self.collection.get(where=where, include=["metadatas"])  # type: ignore[list-item]
-            for cid, meta in zip(res["ids"], res["metadatas"] or [], strict=True):
-                found[str(meta["paper_id"])].append(StoredChunk(cid, dict(meta)))
-        return found
+    # -- reads
+    def version(self) -> str | None:
+        """The change marker: differs after every write that `bump_version` stamped."""
+        ...
 
-    def iter_chunks(
-        self, *, include_documents: bool = False, where: dict[str, Any] | None = None
-    ) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
-        """Every chunk as (id, document, metadata), page by page."""
-        include = ["metadatas", "documents"] if include_documents else ["metadatas"]
-        offset = 0
-        while True:
-            res = self._page(where, include, offset)
-            ids = res["ids"]
-            if not ids:
-                return
-            docs = res["documents"] if include_documents else [None] * len(ids)
-            rows = zip(ids, docs or [], res["metadatas"] or [], strict=True)
-            yield from (row for row in rows if row[2])  # skip records deleted mid-read
-            offset += len(ids)
-
-    @_guarded
-    def _page(self, where: dict[str, Any] | None, include: list[str], offset: int) -> Any:
-        return self.collection.get(
-            where=where,
-            include=include,  # type: ignore[arg-type]
-            limit=_PAGE,
-            offset=offset,
-        )
-
-    def paper_ids(self) -> set[str]:
-        return {str(meta["paper_id"]) for _, _, meta in self.iter_chunks()}
-
-    @_guarded
-    def count(self) -> int:
-        return int(self.collection.count())
-
-    def paper_count(self) -> int:
-        return sum(1 for _ in self.iter_chunks(where={"chunk_index": 0}))
-
-    @_guarded
-    def papers(self, offset: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-        """A page of papers (the metadata of their first chunk), in store order."""
-        res = self.collection.get(
-            where={"chunk_index": 0},
-            include=["metadatas"],  # type: ignore[list-item]
-            limit=limit,
-            offset=offset,
-        )
-        return [dict(m) for m in res["metadatas"] or [] if m]
-
-    @_guarded
-    def paper(self, paper_id: str) -> dict[str, Any] | None:
-        """The stored metadata of one paper (with its abstract), or None."""
-        res = self.collection.get(
-            where={"$and": [{"paper_id": paper_id}, {"chunk_index": 0}]},
-            include=["metadatas"],  # type: ignore[list-item]
-        )
-        metas = res["metadatas"] or []
-        return dict(metas[0]) if metas else None
-
-    @_guarded
     def nearest(
         self,
         vector: Sequence[float],
         n: int,
-        where: dict[str, Any] | None = None,
+        filters: Filters | None = None,
         *,
         with_vectors: bool = False,
     ) -> list[tuple[str, float, list[float] | None]]:
-        """Ids of the nearest chunks with their cosine similarity (1 - distance), and
-        their vectors when asked. No documents or metadata: reading those costs more
-        than the search itself, and the retriever keeps them in a cache."""
-        if n <= 0:
-            return []
-        include = ["distances", "embeddings"] if with_vectors else ["distances"]
-        res = self.collection.query(
-            query_embeddings=[list(map(float, vector))],
-            n_results=n,
-            where=where,
-            include=include,  # type: ignore[arg-type]
-        )
-        vectors = res.get("embeddings")
-        hits = []
-        for i, (cid, dist) in enumerate(
-            zip(res["ids"][0], (res["distances"] or [[]])[0], strict=True)
-        ):
-            if dist is None:
-                continue
-            vec = list(vectors[0][i]) if with_vectors and vectors is not None else None
-            hits.append((cid, 1.0 - float(dist), vec))
-        return hits
+        """The `n` nearest chunk ids with cosine similarity (and vectors if asked)."""
+        ...
 
-    @_guarded
     def get(self, ids: Sequence[str]) -> list[ChunkHit]:
-        """Chunks by id (score nan), in the order asked; unknown ids are left out."""
-        if not ids:
-            return []
-        res = self.collection.get(ids=list(ids), include=["metadatas", "documents"])  # type: ignore[list-item]
-        found = {
-            cid: ChunkHit(cid, str(meta["paper_id"]), doc or "", float("nan"), dict(meta))
-            for cid, doc, meta in zip(
-                res["ids"], res["documents"] or [], res["metadatas"] or [], strict=True
-            )
-            if meta
-        }
-        return [found[i] for i in ids if i in found]
+        """Chunks by id (score nan), in the order asked; unknown ids left out."""
+        ...
 
-    @_guarded
-    def version(self) -> str | None:
-        """The collection's change marker: differs after every ingest that wrote."""
-        meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
-        value = meta.get(VERSION_KEY)
-        return str(value) if value is not None else None
+    def chunks_of(self, paper_ids: Iterable[str]) -> dict[str, list[StoredChunk]]:
+        """Stored chunks (id and metadata) of the given papers, by paper id."""
+        ...
 
-    @_guarded
-    def bump_version(self) -> str:
-        """Mark the collection changed, so readers rebuild what they derive from it."""
-        value = uuid.uuid4().hex
-        self.collection.modify(metadata={VERSION_KEY: value})
-        return value
+    def iter_chunks(
+        self, *, include_documents: bool = False, heads_only: bool = False
+    ) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+        """Every chunk (or every paper's chunk 0) as (id, document, metadata)."""
+        ...
+
+    def count(self) -> int:
+        """Chunks stored."""
+        ...
+
+    def paper_count(self) -> int: ...
+
+    def papers(self, offset: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        """A page of papers (the metadata of their chunk 0), in a stable order."""
+        ...
+
+    def paper(self, paper_id: str) -> dict[str, Any] | None:
+        """The metadata of one paper's chunk 0 (with its abstract), or None."""
+        ...
 
     def heartbeat(self) -> None:
-        try:
-            self._client.heartbeat()
-        except Exception as exc:  # any client error means the same thing to callers
-            raise StoreUnavailable(f"Chroma at {self.location} is not answering: {exc}") from exc
+        """Raise StoreUnavailable unless the store answers."""
+        ...
+
+
+Store = VectorStore  # the name most callers use
+
+# name -> "module:factory"; a factory takes Settings and returns a VectorStore.
+# Imported lazily, so a store's client library loads only when it is used.
+STORES: dict[str, str] = {
+    "chroma": "rag.chroma_store:open_chroma",
+}
+
+
+def store_names() -> tuple[str, ...]:
+    return tuple(STORES)
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The store the settings point at (`vector_store`, default Chroma: a `chroma
+    run` server when `chroma_url` is set, else embedded on disk)."""
+    module, _, attr = STORES[settings.vector_store].partition(":")
+    factory: Callable[[Settings], VectorStore] = getattr(importlib.import_module(module), attr)
+    return factory(settings)
 
 
 class RecordCache:
     """Chunk records (text and metadata) by id, least recently used out first.
 
     The retriever's `LexicalCache` holds one and replaces it as soon as it sees a
-    new collection version stamp, so a record never outlives the version it was
-    read in by more than the reader's staleness check. Reading
-    records from Chroma costs more than the vector search itself; a hot query
-    path finds them here.
+    new store version stamp, so a record never outlives the version it was read
+    in by more than the reader's staleness check. Reading records from the store
+    costs more than the vector search itself; a hot query path finds them here.
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -274,50 +174,3 @@ class RecordCache:
                 for hit in fetched:
                     self._data[hit.id] = hit
         return found
-
-
-def _as_unavailable(exc: Exception, location: str) -> Exception:
-    """Connection-level failures become StoreUnavailable; anything else stays as it is."""
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
-        return StoreUnavailable(f"Chroma at {location} did not answer: {exc}")
-    return exc
-
-
-def _http_client(url: str, timeout: float) -> Any:
-    parsed = urlparse(url if "://" in url else f"http://{url}")
-    if not parsed.hostname:
-        raise ValueError(f"CITEQA_CHROMA_URL '{url}' has no host")
-    ssl = parsed.scheme == "https"
-    client = chromadb.HttpClient(
-        host=parsed.hostname,
-        port=parsed.port or (443 if ssl else 8000),
-        ssl=ssl,
-        settings=ChromaSettings(anonymized_telemetry=False),
-    )
-    # chromadb's HTTP client waits forever by default; bound every request.
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    if isinstance(session, httpx.Client):
-        session.timeout = httpx.Timeout(timeout)
-    return client
-
-
-def open_store(settings: Settings) -> Store:
-    """The store the settings point at: a `chroma run` server, or embedded on disk."""
-    try:
-        if settings.chroma_url:
-            client = _http_client(settings.chroma_url, settings.request_timeout)
-            location = settings.chroma_url
-        else:
-            path = settings.data_dir / "chroma"
-            path.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(
-                path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-            )
-            location = str(path)
-        return Store(client, settings.collection_name, location=location)
-    except (httpx.HTTPError, ConnectionError, ValueError) as exc:
-        if isinstance(exc, ValueError) and "CITEQA_CHROMA_URL" in str(exc):
-            raise
-        raise StoreUnavailable(
-            f"cannot open Chroma ({settings.chroma_url or 'embedded'}): {exc}"
-        ) from exc

@@ -17,7 +17,6 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOPWORDS = frozenset(ENGLISH_STOP_WORDS)
-_STOP = STOPWORDS
 _local = threading.local()
 
 
@@ -57,5 +56,17 @@ def segment(text: str) -> tuple[tuple[int, int], ...]:
 
 def terms(text: str) -> list[str]:
     """Lower-cased, stemmed content words (stopwords dropped)."""
-    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP]
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in STOPWORDS]
     return stemmer().stemWords(words) if words else []
+
+
+def place_markers(sentence: str, ns: list[int], *, end: str = "") -> str:
+    """Citation markers before the sentence's final punctuation: "... views [1][2].".
+    A sentence without final punctuation gets the markers, then `end`."""
+    if not ns:
+        return sentence
+    marks = "".join(f"[{n}]" for n in ns)
+    s = sentence.rstrip()
+    if s and s[-1] in ".!?":
+        return f"{s[:-1].rstrip()} {marks}{s[-1]}"
+    return f"{s} {marks}{end}"

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
 
 @dataclass(frozen=True)
 class Paper:
@@ -42,6 +44,12 @@ class Chunk:
     @property
     def id(self) -> str:
         return chunk_id(self.paper_id, self.chunk_index)
+
+
+def indexed_text(title: str, text: str) -> str:
+    """What the embedder and BM25 see of a chunk: the title carries the paper's
+    topic into every chunk."""
+    return f"{title}\n{text}"
 
 
 def chunk_id(paper_id: str, chunk_index: int) -> str:
@@ -119,39 +127,79 @@ class Source:
         }
 
 
-@dataclass
-class Citation:
+class Citation(BaseModel):
     """A marker [n] in an answer and the passage of the paper that supports it."""
 
     n: int
     paper_id: str
     title: str
     url: str | None
-    quote: str
+    quote: str = Field(description="The supporting passage, `abstract[start:end]`.")
     start: int
     end: int
     """`quote == abstract[start:end]` of the paper: what the page highlights."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
-@dataclass
-class Answer:
+class Answer(BaseModel):
+    """A cited answer: what `citeqa ask --json`, `POST /v1/chat` and the stream's
+    `done` event return (one model for all three)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     question: str
-    answer: str
+    answer: str = Field(description="The cited summary; every [n] has an entry in citations.")
     citations: list[Citation]
     refused: bool = False
     degraded: bool = False
     degraded_reason: str | None = None
     generator: str = "extractive"
     standalone_question: str | None = None
-    verification: dict[str, int] = field(default_factory=dict)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    gate: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    verification: dict[str, int] = Field(default_factory=dict)
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    @field_serializer("timings")
+    def _round(self, timings: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in timings.items()}
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
-        return data
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata filters on papers; a paper without the field never matches a filter
+    on it. Each store translates them into its own query language
+    (`VectorStore.nearest`); `matches` is their meaning, for indexes that filter in
+    Python (BM25)."""
+
+    year_min: int | None = None
+    year_max: int | None = None
+    paper_ids: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when no filter is set (`year_min=0` is a filter, not an empty one)."""
+        return (
+            self.year_min is None
+            and self.year_max is None
+            and not self.paper_ids
+            and not self.categories
+        )
+
+    def matches(self, meta: dict[str, Any]) -> bool:
+        year = meta.get("year")
+        if self.year_min is not None and (year is None or year < self.year_min):
+            return False
+        if self.year_max is not None and (year is None or year > self.year_max):
+            return False
+        if self.paper_ids and meta.get("paper_id") not in self.paper_ids:
+            return False
+        if self.categories and not set(self.categories) & set(meta.get("categories") or ()):
+            return False
+        return True

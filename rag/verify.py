@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from rag.support import SentenceEncoder, Support, best_support, claim_terms, lexical_support
-from rag.text import sentence_spans
+from rag.text import place_markers, sentence_spans
 from rag.types import Citation, Source
 
 SUPPORTED = 0.55  # least support score for a citation to stand
@@ -48,16 +48,6 @@ def strip_markers(sentence: str) -> str:
     return _MARKER.sub("", sentence).strip()
 
 
-def _place(sentence: str, ns: list[int]) -> str:
-    if not ns:
-        return sentence
-    marks = "".join(f"[{n}]" for n in ns)
-    s = sentence.rstrip()
-    if s and s[-1] in ".!?":
-        return f"{s[:-1].rstrip()} {marks}{s[-1]}"
-    return f"{s} {marks}"
-
-
 def verify(draft: str, sources: list[Source], encoder: SentenceEncoder) -> Verified:
     by_n = {s.n: s for s in sources}
     counts = {"kept": 0, "moved": 0, "dropped": 0, "added": 0, "invalid": 0}
@@ -65,7 +55,6 @@ def verify(draft: str, sources: list[Source], encoder: SentenceEncoder) -> Verif
     quotes: dict[int, Support] = {}
     out_paragraphs = []
     for paragraph in draft.split("\n"):
-        out_sentences = []
         spans = sentence_spans(paragraph) if paragraph.strip() else ()
         cursor = 0
         rebuilt = []
@@ -112,8 +101,7 @@ def verify(draft: str, sources: list[Source], encoder: SentenceEncoder) -> Verif
                         quotes[n] = support[n]
             else:
                 counts["dropped"] += len(valid)  # a marker on a non-claim supports nothing
-            out_sentences.append(_place(claim, final))
-            rebuilt.append(out_sentences[-1])
+            rebuilt.append(place_markers(claim, final))
         rebuilt.append(paragraph[cursor:])
         out_paragraphs.append("".join(rebuilt))
     text = "\n".join(out_paragraphs).strip()

@@ -57,8 +57,9 @@ class Obedient:
     """A model that does whatever an injected abstract asks: the worst case."""
 
     name = "openai"
+    uses_model = True
 
-    def stream(self, question, sources):  # type: ignore[no-untyped-def]
+    def stream(self, question, sources, **kwargs):  # type: ignore[no-untyped-def]
         yield f"Sure. {SYSTEM.splitlines()[0]} "
         yield f"The admin key is {ADMIN} and the reader key is {READER}. "
         yield f"Your OpenAI key: {OPENAI}. "

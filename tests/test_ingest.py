@@ -70,8 +70,7 @@ def test_changed_abstract_replaces_its_chunks_without_orphans(
     after = store.chunks_of(["2401.00002"])["2401.00002"]
     assert [c.id for c in after] == ["2401.00002#0"]
     assert second.chunks_written == 1 and second.chunks_deleted == len(before) - 1
-    doc = store.collection.get(ids=["2401.00002#0"])["documents"][0]
-    assert doc == "Now a single short sentence."
+    assert store.get(["2401.00002#0"])[0].text == "Now a single short sentence."
 
 
 def test_prune_removes_papers_missing_from_input(tmp_path: Path, fake_embeddings) -> None:
@@ -125,18 +124,18 @@ def test_malformed_records_are_reported_and_the_rest_lands(tmp_path: Path, fake_
     assert f"skipped {src}:2: not valid JSON" in text
 
 
-def test_batches_respect_chroma_max_batch_size(tmp_path: Path, fake_embeddings) -> None:
+def test_batches_respect_the_store_max_batch_size(tmp_path: Path, fake_embeddings) -> None:
     settings = Settings(data_dir=tmp_path / "d", chunking={"size": 120, "overlap": 0})
     store = open_store(settings)
     store.max_batch_size = 7  # as if the server allowed only 7 records per call
     calls: list[int] = []
-    real_upsert = store.collection.upsert
+    real_upsert = store.upsert
 
-    def spy(**kwargs):  # type: ignore[no-untyped-def]
-        calls.append(len(kwargs["ids"]))
-        return real_upsert(**kwargs)
+    def spy(ids, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(ids))
+        return real_upsert(ids, *args, **kwargs)
 
-    store.collection.upsert = spy  # type: ignore[method-assign]
+    store.upsert = spy  # type: ignore[method-assign]
     summary = IngestJob(store, fake_embeddings, settings, progress=False).run(
         [_write_jsonl(tmp_path / "a.jsonl", [_paper(i) for i in range(6)])]
     )

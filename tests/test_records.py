@@ -77,8 +77,9 @@ def test_retrieval_reads_records_once_per_version(tmp_path: Path, embeddings, mo
     # The paper changes (same chunk id): the new version brings a new cache, so the
     # old text is never shown once the reader has seen the new version stamp.
     _write(src, "two")
-    job = IngestJob(store, embeddings, settings, progress=False, lexical=retriever.lexical)
+    job = IngestJob(store, embeddings, settings, progress=False)
     assert job.run([str(src)]).updated == 1
+    retriever.lexical.invalidate()  # what the API's write routes do after a write
     after = retriever.retrieve("marrowlight sparse probing", k=1)
     assert "revision two" in after.sources[0].abstract
     assert "revision two" in after.sources[0].passages[0].text

@@ -5,28 +5,34 @@ The stream sends `token` events with the draft as the generator writes it
 the verified citations, then `done` with the whole verified answer, the same
 object the JSON mode returns. Verification may drop or renumber markers of
 the draft, so a client shows the `done` text as the final answer.
+
+A client that goes away (a closed stream, or a JSON request cut off) cancels
+its answer: model work stops at its next token.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.conversation import to_question
+from api.conversation import answer_unless_gone, to_question
 from api.deps import ChainDep, MetricsDep, Reader, SettingsDep
 from api.errors import error_body
 from api.middleware import Metrics
-from api.schemas import ChatRequest, ChatResponse
-from rag.chain import Question
+from api.schemas import ChatRequest
+from rag.chain import Event, Question
 from rag.store import StoreUnavailable
 from rag.types import Answer
 
 router = APIRouter(tags=["chat"], dependencies=[Reader])
+log = logging.getLogger(__name__)
 
 _STREAM_DOC = {
     200: {
@@ -55,49 +61,64 @@ def question_of(body: ChatRequest, settings) -> Question:  # type: ignore[no-unt
 
 @router.post(
     "/v1/chat",
-    response_model=ChatResponse,
+    response_model=Answer,
     summary="Answer a question with a cited summary",
     responses=_STREAM_DOC,  # type: ignore[arg-type]
 )
-async def chat(body: ChatRequest, chain: ChainDep, settings: SettingsDep, metrics: MetricsDep):  # type: ignore[no-untyped-def]
+async def chat(
+    body: ChatRequest,
+    request: Request,
+    chain: ChainDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+):  # type: ignore[no-untyped-def]
     q = question_of(body, settings)
     if not body.stream:
-        answer: Answer = await run_in_threadpool(chain.invoke, q)
+        answer = await answer_unless_gone(request, chain, q)
         metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
-        return answer.to_json()
+        return answer
+    q.cancel = threading.Event()
     events = chain.stream(q)
     # Retrieval runs before the first event: a store outage is still a plain 503 here.
-    first = await run_in_threadpool(next, events, None)
-    return EventSourceResponse(_sse(first, events, metrics), ping=10)
-
-
-def _sse(
-    first: dict[str, Any] | None, events: Iterator[dict[str, Any]], metrics: Metrics
-) -> Iterator[ServerSentEvent]:
-    def all_events() -> Iterator[dict[str, Any]]:
-        if first is not None:
-            yield first
-        yield from events
-
     try:
-        for event in all_events():
-            kind = event["type"]
-            if kind == "token":
-                yield ServerSentEvent(json.dumps({"text": event["text"]}), event="token")
-            elif kind == "reset":
-                yield ServerSentEvent("{}", event="reset")
-            elif kind == "answer":
-                answer: Answer = event["answer"]
-                metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
-                data = answer.to_json()
-                yield ServerSentEvent(
-                    json.dumps({"citations": data["citations"]}, ensure_ascii=False),
-                    event="citations",
-                )
-                yield ServerSentEvent(json.dumps(data, ensure_ascii=False), event="done")
+        first = await run_in_threadpool(next, events, None)
+    except BaseException:
+        q.cancel.set()
+        raise
+    return EventSourceResponse(_sse(first, events, metrics, q.cancel), ping=10)
+
+
+async def _sse(
+    first: Event | None, events: Iterator[Event], metrics: Metrics, cancel: threading.Event
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        event = first
+        while event is not None:
+            for sse in _to_sse(event, metrics):
+                yield sse
+            event = await run_in_threadpool(next, events, None)
     except StoreUnavailable as exc:
         body = error_body(str(exc), "service_unavailable", code="store_unavailable")
         yield ServerSentEvent(json.dumps(body), event="error")
     except Exception:  # the status line is gone: report in-band, never a traceback
+        log.exception("the answer stream failed")
         body = error_body("internal error", "server_error", code="internal")
         yield ServerSentEvent(json.dumps(body), event="error")
+    finally:
+        cancel.set()  # the client went away, or the answer is done: stop any model work
+
+
+def _to_sse(event: Event, metrics: Metrics) -> list[ServerSentEvent]:
+    if event["type"] == "token":
+        return [ServerSentEvent(json.dumps({"text": event["text"]}), event="token")]
+    if event["type"] == "reset":
+        return [ServerSentEvent("{}", event="reset")]
+    answer: Answer = event["answer"]
+    metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
+    data: dict[str, Any] = answer.to_json()
+    return [
+        ServerSentEvent(
+            json.dumps({"citations": data["citations"]}, ensure_ascii=False), event="citations"
+        ),
+        ServerSentEvent(json.dumps(data, ensure_ascii=False), event="done"),
+    ]

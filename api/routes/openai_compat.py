@@ -16,14 +16,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.conversation import Invalid, to_question
+from api.conversation import Invalid, answer_unless_gone, to_question
 from api.deps import ChainDep, MetricsDep, Reader, SettingsDep
 from api.errors import NotFound
+from rag.generate import generator_names
 from rag.settings import Settings
 from rag.text import sentence_spans
 from rag.types import Answer
@@ -33,14 +33,15 @@ router = APIRouter(tags=["openai"], dependencies=[Reader])
 OWNER = "citeqa"
 
 
-def model_ids(settings: Settings) -> dict[str, str]:
-    """Model id -> generator. `citeqa` is the configured one."""
-    return {
-        "citeqa": settings.llm,
-        "citeqa-extractive": "extractive",
-        "citeqa-openai": "openai",
-        "citeqa-llamacpp": "llamacpp",
-    }
+def model_ids(settings: Settings) -> dict[str, str | None]:
+    """Model id -> the generator a client asks for: `citeqa` is the configured one
+    (None: no choice made), `citeqa-<name>` each registered generator."""
+    return {"citeqa": None, **{f"citeqa-{name}": name for name in generator_names()}}
+
+
+def listed_models(settings: Settings) -> list[str]:
+    """What GET /v1/models shows: `citeqa` and the generators clients may choose."""
+    return ["citeqa", *(f"citeqa-{name}" for name in settings.allowed_generators())]
 
 
 class ContentPart(BaseModel):
@@ -96,7 +97,7 @@ def list_models(settings: SettingsDep) -> dict[str, Any]:
         "object": "list",
         "data": [
             {"id": mid, "object": "model", "created": created, "owned_by": OWNER}
-            for mid in model_ids(settings)
+            for mid in listed_models(settings)
         ],
     }
 
@@ -141,12 +142,17 @@ def _extra(answer: Answer) -> dict[str, Any]:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def completions(
-    body: CompletionRequest, chain: ChainDep, settings: SettingsDep, metrics: MetricsDep
+    body: CompletionRequest,
+    request: Request,
+    chain: ChainDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ):  # type: ignore[no-untyped-def]
     models = model_ids(settings)
     if body.model not in models:
         raise NotFound(
-            f"The model '{body.model}' does not exist; GET /v1/models lists {', '.join(models)}",
+            f"The model '{body.model}' does not exist; GET /v1/models lists "
+            f"{', '.join(listed_models(settings))}",
             param="model",
             code="model_not_found",
         )
@@ -159,7 +165,7 @@ async def completions(
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        answer: Answer = await run_in_threadpool(chain.invoke, q)
+        answer = await answer_unless_gone(request, chain, q)
         metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
         text = references(answer)
         return {
@@ -179,7 +185,7 @@ async def completions(
             "usage": _usage(body, text),
             **_extra(answer),
         }
-    answer = await run_in_threadpool(chain.invoke, q)
+    answer = await answer_unless_gone(request, chain, q)
     metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
     return EventSourceResponse(_chunks(body, answer, cid, created), ping=10)
 

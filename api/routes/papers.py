@@ -110,9 +110,10 @@ def delete_paper(
 
     if store.paper(paper_id) is None and not store.chunks_of([paper_id])[paper_id]:
         raise NotFound(f"no paper with id '{paper_id}'", param="paper_id")
-    job = IngestJob(store, embeddings, settings, progress=False, lexical=chain.retriever.lexical)
+    job = IngestJob(store, embeddings, settings, progress=False)
     with _WRITE_LOCK:
         chunks = job.delete_papers([paper_id])
+    chain.retriever.lexical.invalidate()  # read our own write; the reader's policy rebuilds
     return {"deleted": paper_id, "chunks": chunks}
 
 
@@ -153,9 +154,7 @@ async def ingest_upload(
         with open(path, "wb") as out:
             while chunk := await file.read(1 << 20):
                 out.write(chunk)
-        job = IngestJob(
-            store, embeddings, settings, progress=False, lexical=chain.retriever.lexical
-        )
+        job = IngestJob(store, embeddings, settings, progress=False)
 
         def run() -> dict[str, Any]:
             with _WRITE_LOCK:
@@ -165,6 +164,8 @@ async def ingest_upload(
             summary = await run_in_threadpool(run)
         except SourceError as exc:
             raise ApiError(str(exc).replace(path, name), param="file") from exc
+        finally:
+            chain.retriever.lexical.invalidate()  # read our own write, without a stall
     for item in summary["errors"]:
         item["file"] = name  # the client's file name, not our temporary path
     return summary

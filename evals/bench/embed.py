@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from rag.settings import SAMPLE_CORPUS as SAMPLE
+
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "data" / "hf-papers-page.txt"
 
 
 def _chunk_texts() -> list[str]:

@@ -27,10 +27,9 @@ from ingest.chunk import chunk_paper, embed_text
 from ingest.job import IngestJob
 from ingest.loaders import Skipped, load
 from rag.embeddings import local_model_path, make_embeddings
+from rag.settings import SAMPLE_CORPUS as SAMPLE
 from rag.settings import Settings
 from rag.store import open_store
-
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hf-papers-page.txt"
 
 
 def _ours(settings: Settings, embeddings: Any, sources: list[str]) -> tuple[float, int, float]:

@@ -30,9 +30,10 @@ import httpx
 from evals.dataset import load_dataset
 from evals.metrics import percentile
 from evals.procs import free_port, stop, wait_http
+from rag.settings import SAMPLE_CORPUS as SAMPLE
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "data" / "hf-papers-page.txt"
+
 DEV = ROOT / "evals" / "data" / "dev.jsonl"
 LEVELS = (1, 8, 32)
 

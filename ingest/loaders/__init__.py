@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Literal
 
 from ingest.loaders.arxiv_jsonl import load_jsonl
 from ingest.loaders.bibtex import load_bibtex
@@ -17,7 +16,6 @@ from ingest.loaders.csv import load_csv
 from ingest.loaders.listing import load_listing
 from rag.types import Paper
 
-Format = Literal["listing", "jsonl", "csv", "bibtex"]
 FORMATS: dict[str, Callable[[str], Iterator[tuple[int, Paper | Skipped]]]] = {
     "listing": load_listing,
     "jsonl": load_jsonl,
@@ -69,7 +67,6 @@ def load(path: str, fmt: str | None = None) -> Iterator[tuple[int, Paper | Skipp
 
 __all__ = [
     "FORMATS",
-    "Format",
     "RecordError",
     "Skipped",
     "SourceError",

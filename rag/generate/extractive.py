@@ -11,13 +11,15 @@ and ends each sentence with its paper's marker.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-import numpy as np
-
+from rag.mmr import mmr_select
+from rag.settings import Settings
 from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
-from rag.text import terms
+from rag.text import place_markers, terms
 from rag.types import Source
 
 MAX_SENTENCES = 6
@@ -41,10 +43,20 @@ class _Candidate:
 
 
 class ExtractiveGenerator:
-    name = "extractive"
+    name: ClassVar[str] = "extractive"
+    uses_model: ClassVar[bool] = False
 
-    def __init__(self, encoder: SentenceEncoder) -> None:
+    def __init__(self, settings: Settings | None, encoder: SentenceEncoder) -> None:
         self.encoder = encoder
+
+    @classmethod
+    def check(cls, settings: Settings, timeout: float) -> dict[str, Any]:
+        return {"ok": True}
+
+    def rewrite(
+        self, history: list[tuple[str, str]], question: str, cancel: threading.Event | None = None
+    ) -> str | None:
+        return None  # no model: the chain's heuristic rewrite applies
 
     def select(
         self, question: str, sources: list[Source], query_vector: Sequence[float] | None = None
@@ -92,28 +104,28 @@ class ExtractiveGenerator:
         scored = [c for c in scored if c.sentence.source.paper_id in kept]
         vecs = vecs[[i for i, c in enumerate(cands) if c.source.paper_id in kept]]
         top = max(c.relevance for c in scored)
-        chosen: list[int] = []
         per_paper: dict[str, int] = {}
-        order = sorted(range(len(scored)), key=lambda i: scored[i].relevance, reverse=True)
-        while len(chosen) < MAX_SENTENCES:
-            best, best_val = None, -np.inf
-            for i in order:
-                c = scored[i]
-                if i in chosen or c.relevance < RELATIVE_FLOOR * top:
-                    continue
-                if per_paper.get(c.sentence.source.paper_id, 0) >= MAX_PER_PAPER:
-                    continue
-                sim = max((float(vecs[i] @ vecs[j]) for j in chosen), default=0.0)
-                if sim > REDUNDANT:
-                    continue
-                val = LAMBDA * c.relevance - (1 - LAMBDA) * sim
-                if val > best_val:
-                    best, best_val = i, val
-            if best is None:
-                break
-            chosen.append(best)
-            pid = scored[best].sentence.source.paper_id
+
+        def admit(i: int, sim: float) -> bool:
+            pid = scored[i].sentence.source.paper_id
+            return (
+                scored[i].relevance >= RELATIVE_FLOOR * top
+                and per_paper.get(pid, 0) < MAX_PER_PAPER
+                and sim <= REDUNDANT
+            )
+
+        def picked(i: int) -> None:
+            pid = scored[i].sentence.source.paper_id
             per_paper[pid] = per_paper.get(pid, 0) + 1
+
+        chosen = mmr_select(
+            vecs @ vecs.T,
+            [c.relevance for c in scored],
+            MAX_SENTENCES,
+            LAMBDA,
+            admit=admit,
+            on_pick=picked,
+        )
         return [scored[i].sentence for i in chosen]
 
     def compose(self, picked: list[SourceSentence]) -> str:
@@ -135,7 +147,12 @@ class ExtractiveGenerator:
         return self.compose(self.select(question, sources, query_vector))
 
     def stream(
-        self, question: str, sources: list[Source], query_vector: Sequence[float] | None = None
+        self,
+        question: str,
+        sources: list[Source],
+        *,
+        query_vector: Sequence[float] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         text = self.answer(question, sources, query_vector)
         # Sentence-sized pieces, so a streaming client sees the answer build up.
@@ -202,7 +219,4 @@ def third_person(sentence: str) -> str:
 
 def cite(sentence: str, n: int) -> str:
     """Put the marker before the sentence's final punctuation: "... views [1]."."""
-    s = sentence.rstrip()
-    if s and s[-1] in ".!?":
-        return f"{s[:-1].rstrip()} [{n}]{s[-1]}"
-    return f"{s} [{n}]."
+    return place_markers(sentence, [n], end=".")

@@ -4,13 +4,22 @@ which every backend can write; no structured-output features are required."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
+import httpx
+import openai
 from langchain_openai import ChatOpenAI
 
+from rag.generate import GeneratorUnavailable
 from rag.generate.prompt import REWRITE, messages
 from rag.settings import Settings
+from rag.support import SentenceEncoder
 from rag.types import Source
+
+# What the model client raises when the server is unreachable, refuses or fails.
+CLIENT_ERRORS: tuple[type[BaseException], ...] = (openai.OpenAIError, httpx.HTTPError)
 
 
 def make_chat_model(settings: Settings, *, max_tokens: int | None = None) -> ChatOpenAI:
@@ -27,19 +36,65 @@ def make_chat_model(settings: Settings, *, max_tokens: int | None = None) -> Cha
     )
 
 
-class OpenAIGenerator:
-    name = "openai"
+def describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{name}: {text}"[:300]
 
-    def __init__(self, settings: Settings) -> None:
+
+class OpenAIGenerator:
+    name: ClassVar[str] = "openai"
+    uses_model: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings, encoder: SentenceEncoder | None = None) -> None:
         self.model = make_chat_model(settings)
         self.rewriter = make_chat_model(settings, max_tokens=64)
 
-    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
-        for chunk in self.model.stream(messages(question, sources)):
-            text = chunk.content if isinstance(chunk.content, str) else ""
-            if text:
-                yield text
+    def stream(
+        self,
+        question: str,
+        sources: list[Source],
+        *,
+        query_vector: Sequence[float] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        try:
+            # Leaving the loop closes the stream, and with it the HTTP response:
+            # a cancelled answer stops costing the server tokens.
+            for chunk in self.model.stream(messages(question, sources)):
+                if cancel is not None and cancel.is_set():
+                    return
+                text = chunk.content if isinstance(chunk.content, str) else ""
+                if text:
+                    yield text
+        except CLIENT_ERRORS as exc:
+            raise GeneratorUnavailable(f"the model failed: {describe(exc)}") from exc
 
-    def rewrite(self, history: list[tuple[str, str]], question: str) -> str:
+    def rewrite(
+        self, history: list[tuple[str, str]], question: str, cancel: threading.Event | None = None
+    ) -> str | None:
         convo = [("system", REWRITE), *history, ("user", question)]
-        return str(self.rewriter.invoke(convo).content).strip()
+        try:
+            return str(self.rewriter.invoke(convo).content).strip()
+        except CLIENT_ERRORS as exc:
+            raise GeneratorUnavailable(f"the model failed: {describe(exc)}") from exc
+
+    @classmethod
+    def check(cls, settings: Settings, timeout: float) -> dict[str, Any]:
+        """Lists the server's models: reachable, and the key accepted."""
+        base = (settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
+        headers = {}
+        if settings.openai_api_key:
+            headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
+        result: dict[str, Any] = {"base_url": base}
+        try:
+            r = httpx.get(f"{base}/models", headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return {**result, "ok": False, "reason": f"unreachable: {type(exc).__name__}"}
+        result["status"] = r.status_code
+        if r.status_code in (401, 403):
+            reason = f"the server refused the API key (HTTP {r.status_code})"
+            return {**result, "ok": False, "reason": reason}
+        if r.status_code >= 400:
+            return {**result, "ok": False, "reason": f"GET /models answered HTTP {r.status_code}"}
+        return {**result, "ok": True}

@@ -1,0 +1,299 @@
+"""Chroma as a `VectorStore` (see rag/store.py): the only module that imports chromadb.
+
+One collection per index fingerprint (embedding model + chunking), cosine
+space, vectors always computed by us: Chroma's default embedding function
+would try to download a model, so the collection is created without one.
+Each record is a chunk with id `paper_id#chunk_index`; its metadata carries
+the paper's fields, the paper's content hash and its chunk count, which is
+what lets ingestion tell a complete, unchanged paper from a stale or
+half-written one. The version stamp lives in the collection's metadata. Chroma's
+own rules (no None and no empty lists in metadata, its `where` syntax) stay here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import chromadb
+import httpx
+from chromadb.config import Settings as ChromaSettings
+
+from rag.settings import Settings
+from rag.store import StoreConfigError, StoredChunk, StoreUnavailable
+from rag.types import ChunkHit, Filters
+
+log = logging.getLogger(__name__)
+
+# Chroma answers `$in` filters and gets in pages; keep each request modest.
+_PAGE = 1000
+VERSION_KEY = "citeqa_version"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Connection failures inside a store method surface as StoreUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self: ChromaStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise _as_unavailable(exc, self.location) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def to_where(filters: Filters | None) -> dict[str, Any] | None:
+    """`Filters` as a Chroma `where` (None when no filter is set)."""
+    if filters is None or filters.empty:
+        return None
+    clauses: list[dict[str, Any]] = []
+    if filters.year_min is not None:
+        clauses.append({"year": {"$gte": filters.year_min}})
+    if filters.year_max is not None:
+        clauses.append({"year": {"$lte": filters.year_max}})
+    if filters.paper_ids:
+        clauses.append({"paper_id": {"$in": list(filters.paper_ids)}})
+    if filters.categories:
+        cats = [{"categories": {"$contains": c}} for c in filters.categories]
+        clauses.append(cats[0] if len(cats) == 1 else {"$or": cats})
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def chroma_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """Chroma takes no None and no empty lists: absent values are left out."""
+    return {k: v for k, v in meta.items() if v is not None and v != [] and v != ()}
+
+
+class ChromaStore:
+    """A Chroma collection (embedded or a `chroma run` server) as a `VectorStore`."""
+
+    def __init__(self, client: Any, collection_name: str, *, location: str) -> None:
+        self._client = client
+        self.name = collection_name
+        self.location = location
+        self._collection = client.get_or_create_collection(
+            collection_name,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+        self.max_batch_size = int(client.get_max_batch_size())
+
+    # -- writes -----------------------------------------------------------------
+
+    @_guarded
+    def upsert(
+        self,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]],
+        documents: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+    ) -> None:
+        for lo in range(0, len(ids), self.max_batch_size):
+            hi = lo + self.max_batch_size
+            self._collection.upsert(
+                ids=list(ids[lo:hi]),
+                embeddings=[list(map(float, e)) for e in embeddings[lo:hi]],
+                documents=list(documents[lo:hi]),
+                metadatas=[chroma_metadata(dict(m)) for m in metadatas[lo:hi]],
+            )
+
+    @_guarded
+    def delete(self, ids: Sequence[str]) -> None:
+        for lo in range(0, len(ids), self.max_batch_size):
+            self._collection.delete(ids=list(ids[lo : lo + self.max_batch_size]))
+
+    # -- reads ------------------------------------------------------------------
+
+    @_guarded
+    def chunks_of(self, paper_ids: Iterable[str]) -> dict[str, list[StoredChunk]]:
+        """Stored chunks (id and metadata) of the given papers, by paper id."""
+        wanted = list(dict.fromkeys(paper_ids))
+        found: dict[str, list[StoredChunk]] = {pid: [] for pid in wanted}
+        for lo in range(0, len(wanted), _PAGE):
+            page = wanted[lo : lo + _PAGE]
+            where = {"paper_id": {"$in": page}} if len(page) > 1 else {"paper_id": page[0]}
+            res = self._collection.get(where=where, include=["metadatas"])  # type: ignore[list-item]
+            for cid, meta in zip(res["ids"], res["metadatas"] or [], strict=True):
+                found[str(meta["paper_id"])].append(StoredChunk(cid, dict(meta)))
+        return found
+
+    def iter_chunks(
+        self, *, include_documents: bool = False, heads_only: bool = False
+    ) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+        """Every chunk (or each paper's chunk 0) as (id, document, metadata), page by page."""
+        where = {"chunk_index": 0} if heads_only else None
+        include = ["metadatas", "documents"] if include_documents else ["metadatas"]
+        offset = 0
+        while True:
+            res = self._page(where, include, offset)
+            ids = res["ids"]
+            if not ids:
+                return
+            docs = res["documents"] if include_documents else [None] * len(ids)
+            rows = zip(ids, docs or [], res["metadatas"] or [], strict=True)
+            yield from (row for row in rows if row[2])  # skip records deleted mid-read
+            offset += len(ids)
+
+    @_guarded
+    def _page(self, where: dict[str, Any] | None, include: list[str], offset: int) -> Any:
+        return self._collection.get(
+            where=where,
+            include=include,  # type: ignore[arg-type]
+            limit=_PAGE,
+            offset=offset,
+        )
+
+    def paper_ids(self) -> set[str]:
+        return {str(meta["paper_id"]) for _, _, meta in self.iter_chunks()}
+
+    @_guarded
+    def count(self) -> int:
+        return int(self._collection.count())
+
+    def paper_count(self) -> int:
+        return sum(1 for _ in self.iter_chunks(heads_only=True))
+
+    @_guarded
+    def papers(self, offset: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        """A page of papers (the metadata of their first chunk), in store order."""
+        res = self._collection.get(
+            where={"chunk_index": 0},
+            include=["metadatas"],  # type: ignore[list-item]
+            limit=limit,
+            offset=offset,
+        )
+        return [dict(m) for m in res["metadatas"] or [] if m]
+
+    @_guarded
+    def paper(self, paper_id: str) -> dict[str, Any] | None:
+        """The stored metadata of one paper (with its abstract), or None."""
+        res = self._collection.get(
+            where={"$and": [{"paper_id": paper_id}, {"chunk_index": 0}]},
+            include=["metadatas"],  # type: ignore[list-item]
+        )
+        metas = res["metadatas"] or []
+        return dict(metas[0]) if metas else None
+
+    @_guarded
+    def nearest(
+        self,
+        vector: Sequence[float],
+        n: int,
+        filters: Filters | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[tuple[str, float, list[float] | None]]:
+        """Ids of the nearest chunks with their cosine similarity (1 - distance), and
+        their vectors when asked. No documents or metadata: reading those costs more
+        than the search itself, and the retriever keeps them in a cache."""
+        if n <= 0:
+            return []
+        include = ["distances", "embeddings"] if with_vectors else ["distances"]
+        res = self._collection.query(
+            query_embeddings=[list(map(float, vector))],
+            n_results=n,
+            where=to_where(filters),
+            include=include,  # type: ignore[arg-type]
+        )
+        vectors = res.get("embeddings")
+        hits = []
+        for i, (cid, dist) in enumerate(
+            zip(res["ids"][0], (res["distances"] or [[]])[0], strict=True)
+        ):
+            if dist is None:
+                continue
+            vec = list(vectors[0][i]) if with_vectors and vectors is not None else None
+            hits.append((cid, 1.0 - float(dist), vec))
+        return hits
+
+    @_guarded
+    def get(self, ids: Sequence[str]) -> list[ChunkHit]:
+        """Chunks by id (score nan), in the order asked; unknown ids are left out."""
+        if not ids:
+            return []
+        res = self._collection.get(ids=list(ids), include=["metadatas", "documents"])  # type: ignore[list-item]
+        found = {
+            cid: ChunkHit(cid, str(meta["paper_id"]), doc or "", float("nan"), dict(meta))
+            for cid, doc, meta in zip(
+                res["ids"], res["documents"] or [], res["metadatas"] or [], strict=True
+            )
+            if meta
+        }
+        return [found[i] for i in ids if i in found]
+
+    @_guarded
+    def version(self) -> str | None:
+        """The collection's change marker: differs after every ingest that wrote."""
+        meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
+        value = meta.get(VERSION_KEY)
+        return str(value) if value is not None else None
+
+    @_guarded
+    def bump_version(self) -> str:
+        """Mark the collection changed, so readers rebuild what they derive from it."""
+        value = uuid.uuid4().hex
+        self._collection.modify(metadata={VERSION_KEY: value})
+        return value
+
+    def heartbeat(self) -> None:
+        try:
+            self._client.heartbeat()
+        except Exception as exc:  # any client error means the same thing to callers
+            raise StoreUnavailable(f"Chroma at {self.location} is not answering: {exc}") from exc
+
+
+def _as_unavailable(exc: Exception, location: str) -> Exception:
+    """Connection-level failures become StoreUnavailable; anything else stays as it is."""
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return StoreUnavailable(f"Chroma at {location} did not answer: {exc}")
+    return exc
+
+
+def _http_client(url: str, timeout: float) -> Any:
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise StoreConfigError(f"CITEQA_CHROMA_URL '{url}' has no host")
+    ssl = parsed.scheme == "https"
+    client = chromadb.HttpClient(
+        host=parsed.hostname,
+        port=parsed.port or (443 if ssl else 8000),
+        ssl=ssl,
+        settings=ChromaSettings(anonymized_telemetry=False),
+    )
+    # chromadb's HTTP client waits forever by default; bound every request.
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(timeout)
+    return client
+
+
+def open_chroma(settings: Settings) -> ChromaStore:
+    """A `chroma run` server when `chroma_url` is set, else Chroma embedded on disk."""
+    try:
+        if settings.chroma_url:
+            client = _http_client(settings.chroma_url, settings.request_timeout)
+            location = settings.chroma_url
+        else:
+            path = settings.data_dir / "chroma"
+            path.mkdir(parents=True, exist_ok=True)
+            client = chromadb.PersistentClient(
+                path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
+            )
+            location = str(path)
+        return ChromaStore(client, settings.collection_name, location=location)
+    except StoreConfigError:
+        raise
+    except (httpx.HTTPError, ConnectionError, ValueError) as exc:
+        raise StoreUnavailable(
+            f"cannot open Chroma ({settings.chroma_url or 'embedded'}): {exc}"
+        ) from exc

@@ -1,0 +1,38 @@
+"""Warm-up: embed abstract sentences ahead of questions, beside the server."""
+
+from __future__ import annotations
+
+import threading
+
+from rag.store import Store
+from rag.support import SentenceEncoder
+from rag.text import sentence_spans
+
+
+def warm_sentences(
+    store: Store, encoder: SentenceEncoder, limit: int, stop: threading.Event, batch: int = 16
+) -> int:
+    """Embed abstract sentences (the extractive summary and the citation checks need
+    them) into the encoder's cache, up to `limit`, in small batches that leave the
+    CPU to requests; returns how many. Stops early when `stop` is set."""
+    done = 0
+    offset = 0
+    pending: list[str] = []
+    while done < limit and not stop.is_set():
+        page = store.papers(offset=offset, limit=100)
+        if not page:
+            break
+        offset += len(page)
+        for meta in page:
+            abstract = str(meta.get("abstract") or "")
+            pending += [abstract[a:b] for a, b in sentence_spans(abstract)]
+            while len(pending) >= batch and done < limit and not stop.is_set():
+                take = min(batch, limit - done)
+                encoder.encode(pending[:take])
+                done += take
+                pending = pending[take:]
+                stop.wait(0.05)  # yield to requests between batches
+    if pending and done < limit and not stop.is_set():
+        encoder.encode(pending[: limit - done])
+        done += min(len(pending), limit - done)
+    return done
