@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.errors import ApiError, Forbidden
-from rag.chain import QAChain, Question
+from rag.chain import AnswerCancelled, QAChain, Question
 from rag.settings import Settings
 from rag.types import Answer, Filters
 
@@ -20,6 +20,11 @@ _DISCONNECT_POLL = 0.25  # seconds between looks at whether a client is still th
 class Invalid(ApiError):
     status = 422
     code = "invalid_value"
+
+
+class ClientGone(ApiError):
+    status = 499  # nginx's "client closed request": logged, never read
+    code = "client_closed_request"
 
 
 class GeneratorNotAllowed(Forbidden):
@@ -70,7 +75,10 @@ async def answer_unless_gone(request: Request, chain: QAChain, q: Question) -> A
         while True:
             done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL)
             if done:
-                return task.result()
+                try:
+                    return task.result()
+                except AnswerCancelled as exc:  # nobody is there to read a reply
+                    raise ClientGone(str(exc)) from exc
             if await request.is_disconnected():
                 q.cancel.set()
     finally:

@@ -48,6 +48,11 @@ _FOLLOW_UP = re.compile(
 _POLL = 0.1  # seconds between looks at the caller's cancel flag
 
 
+class AnswerCancelled(Exception):
+    """The caller cancelled the answer (its client went away): nobody will read it,
+    so no fallback is written either."""
+
+
 @dataclass
 class Question:
     question: str
@@ -222,6 +227,8 @@ def generate(parts: Parts, s: State) -> Iterator[str | None]:
                 pieces.append(piece)
                 yield piece
         except GeneratorUnavailable as exc:
+            if s.q.cancel is not None and s.q.cancel.is_set():
+                raise AnswerCancelled(str(exc)) from exc
             yield None
             pieces.clear()
             fallback = parts.generators.fallback

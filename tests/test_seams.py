@@ -20,7 +20,7 @@ from api.app import create_app
 from api.schemas import ChatRequest
 from ingest.job import IngestJob
 from rag import rerank
-from rag.chain import Question, build_chain
+from rag.chain import AnswerCancelled, Question, build_chain
 from rag.generate import generator_names
 from rag.lexical import LexicalIndex
 from rag.retrieve import make_retriever, search_papers
@@ -119,9 +119,9 @@ def test_a_cancelled_answer_stops_its_model_work(sample_settings, sample_store, 
     cancel = threading.Event()
     threading.Timer(0.5, cancel.set).start()
     t0 = time.monotonic()
-    answer = chain.invoke(Question(COVERED, cancel=cancel))
+    with pytest.raises(AnswerCancelled):  # no fallback either: nobody would read it
+        chain.invoke(Question(COVERED, cancel=cancel))
     assert time.monotonic() - t0 < 30  # not the 60 s deadline
-    assert answer.degraded and "cancelled" in (answer.degraded_reason or "")
     time.sleep(0.2)
     produced = Endless.produced
     time.sleep(0.5)
