@@ -16,7 +16,7 @@ from rag.retrieve import Filters
 from rag.settings import Settings
 from rag.store import open_store
 from rag.types import Source
-from tests.conftest import SAMPLE, assert_valid_answer
+from tests.helpers import SAMPLE, assert_valid_answer
 
 HELIX = "helixsurf-a-robust-and-efficient-neural-implicit-fae32ec7"
 

@@ -341,7 +341,7 @@ def test_readyz_reports_store_and_llm(client: TestClient) -> None:
 def test_readyz_is_degraded_when_the_llm_is_unreachable(
     sample_settings, sample_store, embeddings
 ) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     settings = sample_settings.model_copy(
         update={"llm": "openai", "openai_base_url": f"http://127.0.0.1:{free_port()}/v1"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, VENV_BIN, free_port, stop, wait_http
+from tests.helpers import ROOT, SAMPLE, VENV_BIN, free_port, require_tool, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,13 @@ HOSTILE = {
     "update_date": "2024-02-01",
 }
 ARTIFACTS = Path(os.environ.get("CITEQA_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (Playwright's own download cannot reach the network here).
+    Session-scoped, so a missing browser skips before the module's server starts."""
+    return require_tool("chromium", "chromium")
 
 
 @pytest.fixture(scope="module")
@@ -159,12 +166,11 @@ def test_hostile_abstract_is_data(server: str) -> None:
     assert "<script>" in paper["abstract"]  # stored verbatim, as data
 
 
-def test_web_page_streams_an_answer_and_highlights_the_cited_passage(server: str) -> None:
+def test_web_page_streams_an_answer_and_highlights_the_cited_passage(
+    chromium: str, server: str
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    chromium = "/usr/bin/chromium"
-    if not os.path.exists(chromium):
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rag.chain import Question, build_chain
-from tests.conftest import assert_valid_answer
+from tests.helpers import assert_valid_answer
 
 pytestmark = pytest.mark.slow
 

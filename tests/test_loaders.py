@@ -9,7 +9,7 @@ import pytest
 
 from ingest.loaders import Skipped, SourceError, load
 from ingest.loaders.common import normalise_arxiv_id, slug_id
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 
 def _split(items):
