@@ -317,6 +317,36 @@ def test_upload_ingests_reports_bad_lines_and_delete_removes(tmp_path, embedding
         assert c.get("/v1/search", params={"q": "sparse widget networks"}).json()["results"] == []
 
 
+def test_a_paper_id_with_a_slash_is_shown_and_deleted(tmp_path, embeddings) -> None:
+    """Old-style arXiv ids hold a slash. GET and DELETE take the id raw or with the
+    slash as %2F (what the page's encodeURIComponent sends)."""
+    settings = Settings(data_dir=tmp_path / "store", admin_key=_secret("adm"))
+    old_style = "hep-th/9901001"
+    record = {
+        "id": old_style + "v2",
+        "title": "Casimir Energy of Compact Extra Dimensions",
+        "abstract": "We compute the Casimir energy of compact extra dimensions with zeta "
+        "function regularization and find it stabilizes the radion.",
+    }
+    payload = (json.dumps(record) + "\n").encode()
+    for c in make_client(settings, None, embeddings):
+        r = c.post("/v1/ingest", files={"file": ("old.jsonl", payload)}, headers=bearer("adm"))
+        assert r.status_code == 200 and r.json()["added"] == 1, r.text
+        for path in ("/v1/papers/hep-th/9901001", "/v1/papers/hep-th%2F9901001"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text)
+            assert r.json()["paper_id"] == old_style
+            assert r.json()["url"] == "https://arxiv.org/abs/hep-th/9901001"
+        listed = c.get("/v1/papers").json()["papers"]
+        assert [p["paper_id"] for p in listed] == [old_style]
+        assert_error(c.get("/v1/papers/hep-th"), 404, "paper_id")  # no prefix match
+        r = c.delete("/v1/papers/hep-th%2F9901001", headers=bearer("adm"))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"deleted": old_style, "chunks": 1}
+        assert_error(c.get("/v1/papers/hep-th/9901001"), 404, "paper_id")
+        assert_error(c.delete("/v1/papers/hep-th/9901001", headers=bearer("adm")), 404)
+
+
 def test_upload_over_the_limit_is_413(tmp_path, embeddings) -> None:
     settings = Settings(
         data_dir=tmp_path / "store",
