@@ -195,3 +195,61 @@ def test_jsonl_a_line_of_control_characters_is_reported_not_skipped(tmp_path: Pa
         (1, "not valid JSON"),
         (4, "not valid JSON"),
     ]
+
+
+def test_non_text_title_abstract_or_id_is_a_reported_bad_record(tmp_path: Path) -> None:
+    """str() of a JSON object or list is never a title: such records are reported
+    with their line and reason, like any malformed record, and nothing is coerced."""
+    from ingest.job import IngestJob
+    from rag.settings import Settings
+    from rag.store import open_store
+    from tests.helpers import FakeEmbeddings
+
+    records = [
+        {"title": {"a": 1}, "abstract": [1, 2]},
+        {"title": "Fine title", "abstract": [1, 2]},
+        {"title": 42, "abstract": "A number is not a title."},
+        {"title": True, "abstract": "Nor is a boolean."},
+        {"id": 12345, "title": "Numeric id", "abstract": "An id must be text too."},
+        {"id": ["2401.00001"], "title": "Listed id", "abstract": "Not a list either."},
+        {"id": {"doi": "10.1/x"}, "title": "Object id", "abstract": "Nor an object."},
+        {"title": "Kept", "abstract": "The one good record.", "authors": ["A B"]},
+        {"title": None, "abstract": "A null title is a missing title."},
+    ]
+    src = tmp_path / "typed.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    papers, skipped = _split(list(load(str(src))))
+    assert [(line, p.title) for line, p in papers] == [(8, "Kept")]
+    assert [(s.line, s.reason) for s in skipped] == [
+        (1, "title is an object, not text"),
+        (2, "abstract is a list, not text"),
+        (3, "title is a number, not text"),
+        (4, "title is a boolean, not text"),
+        (5, "id is a number, not text"),
+        (6, "id is a list, not text"),
+        (7, "id is an object, not text"),
+        (9, "empty title"),
+    ]
+
+    settings = Settings(data_dir=tmp_path / "store")
+    store = open_store(settings)
+    summary = IngestJob(store, FakeEmbeddings(), settings, progress=False).run([str(src)])
+    assert (summary.added, summary.skipped) == (1, 8)
+    assert summary.errors[0] == {
+        "file": str(src),
+        "line": 1,
+        "reason": "title is an object, not text",
+    }
+    assert [m["title"] for m in store.papers()] == ["Kept"]
+
+
+def test_csv_and_bibtex_fields_are_text_already(tmp_path: Path) -> None:
+    """CSV cells and BibTeX values are strings by construction: text that looks like
+    a number or a dict is a title like any other, never a reported type error."""
+    csv_src = tmp_path / "p.csv"
+    csv_src.write_text("title,abstract\n42,\"{'a': 1} is how Python prints a dict.\"\n")
+    bib_src = tmp_path / "p.bib"
+    bib_src.write_text("@misc{n42,\n  title = 42,\n  abstract = {Numbers are text here.},\n}\n")
+    for src, title in ((csv_src, "42"), (bib_src, "42")):
+        papers, skipped = _split(list(load(str(src))))
+        assert skipped == [] and [p.title for _, p in papers] == [title]

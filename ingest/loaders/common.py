@@ -79,6 +79,29 @@ def slug_id(title: str) -> str:
     return f"{slug or 'paper'}-{digest}"
 
 
+def _kind(value: object) -> str:
+    """What a non-text value is, in the words of the JSON it most likely came from."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def text_field(name: str, value: object) -> str:
+    """A title or abstract as clean text; absent is empty. Anything but a string is
+    a bad record: str() of a list or an object is never a title."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(f"{name} is {_kind(value)}, not text")
+    return clean_text(value)
+
+
 def arxiv_url(arxiv_id: str) -> str:
     return f"https://arxiv.org/abs/{arxiv_id}"
 
@@ -87,7 +110,7 @@ def make_paper(
     *,
     title: object,
     abstract: object,
-    arxiv_id: str | None = None,
+    arxiv_id: object = None,
     authors: tuple[str, ...] = (),
     year: object = None,
     url: str | None = None,
@@ -95,8 +118,8 @@ def make_paper(
     extra: dict[str, str] | None = None,
 ) -> Paper:
     """Validate and normalise one record; raises RecordError with the reason."""
-    title_s = clean_text(title)
-    abstract_s = clean_text(abstract)
+    title_s = text_field("title", title)
+    abstract_s = text_field("abstract", abstract)
     for text in (title_s, abstract_s):
         if _has_undecodable(text):
             raise RecordError("text is not valid UTF-8")
@@ -108,6 +131,8 @@ def make_paper(
         raise RecordError(f"title longer than {MAX_TITLE_CHARS} characters")
     if len(abstract_s) > MAX_ABSTRACT_CHARS:
         raise RecordError(f"abstract longer than {MAX_ABSTRACT_CHARS} characters")
+    if arxiv_id is not None and not isinstance(arxiv_id, str):
+        raise RecordError(f"id is {_kind(arxiv_id)}, not text")
     aid = normalise_arxiv_id(arxiv_id)
     fields = {
         "authors": authors,
