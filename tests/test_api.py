@@ -347,6 +347,53 @@ def test_a_paper_id_with_a_slash_is_shown_and_deleted(tmp_path, embeddings) -> N
         assert_error(c.delete("/v1/papers/hep-th/9901001", headers=bearer("adm")), 404)
 
 
+def test_papers_keep_the_ids_their_records_give(tmp_path, embeddings) -> None:
+    """A DOI (with its slash) and a PubMed id given in the upload are the papers' ids:
+    listed, shown, searched, cited, updated and deleted by them."""
+    settings = Settings(data_dir=tmp_path / "store", admin_key=_secret("adm"))
+    doi, pmid = "10.1000/xyz.42", "pmid12345"
+    records = [
+        {
+            "id": doi,
+            "title": "Ferrofluid Droplet Robots",
+            "abstract": "Ferrofluid droplet robots split and merge under magnetic fields. "
+            "They carry cargo through narrow channels ten times faster than rigid robots.",
+        },
+        {
+            "id": pmid,
+            "title": "Sleep Spindles and Memory",
+            "abstract": "Sleep spindles predict overnight memory consolidation in adults.",
+        },
+    ]
+
+    def upload(c: TestClient, rows: list[dict]) -> dict:
+        payload = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        r = c.post("/v1/ingest", files={"file": ("mine.jsonl", payload)}, headers=bearer("adm"))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    for c in make_client(settings, None, embeddings):
+        assert upload(c, records)["added"] == 2
+        listed = {p["paper_id"] for p in c.get("/v1/papers").json()["papers"]}
+        assert listed == {doi, pmid}
+        for path in (f"/v1/papers/{doi}", "/v1/papers/10.1000%2Fxyz.42", f"/v1/papers/{pmid}"):
+            assert c.get(path).status_code == 200, path
+        hits = c.get("/v1/search", params={"q": "ferrofluid droplet robots"}).json()["results"]
+        assert hits[0]["paper_id"] == doi
+        body = c.post(
+            "/v1/chat", json={"question": "How fast do ferrofluid droplet robots carry cargo?"}
+        ).json()
+        assert not body["refused"] and body["citations"][0]["paper_id"] == doi
+        changed = {**records[0], "abstract": records[0]["abstract"] + " They also self-heal."}
+        summary = upload(c, [changed, records[1]])
+        assert (summary["updated"], summary["unchanged"], summary["added"]) == (1, 1, 0)
+        assert c.get(f"/v1/papers/{doi}").json()["abstract"].endswith("They also self-heal.")
+        assert c.delete(f"/v1/papers/{doi}", headers=bearer("adm")).status_code == 200
+        assert_error(c.get("/v1/papers/10.1000%2Fxyz.42"), 404)
+        assert c.delete(f"/v1/papers/{pmid}", headers=bearer("adm")).status_code == 200
+        assert c.get("/v1/papers").json()["papers"] == []
+
+
 def test_upload_over_the_limit_is_413(tmp_path, embeddings) -> None:
     settings = Settings(
         data_dir=tmp_path / "store",

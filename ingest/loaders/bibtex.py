@@ -1,4 +1,8 @@
-"""BibTeX entries that carry an `abstract` field (LaTeX decoded by bibtexparser)."""
+"""BibTeX entries that carry an `abstract` field (LaTeX decoded by bibtexparser).
+
+A paper's id is its arXiv id when the entry has one (eprint, or an arXiv url/doi),
+else the entry's key.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ def load_bibtex(path: str) -> Iterator[tuple[int, Paper | Skipped]]:
             paper = make_paper(
                 title=fields.get("title", raw.get("title")),
                 abstract=fields.get("abstract", raw.get("abstract")),
+                paper_id=entry.key,
                 arxiv_id=_arxiv_id(fields),
                 authors=split_names(fields.get("author"), " and "),
                 year=fields.get("year") or fields.get("date"),
