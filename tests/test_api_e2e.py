@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, VENV_BIN, free_port, stop, wait_http
+from tests.helpers import ROOT, SAMPLE, VENV_BIN, free_port, require_tool, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,30 @@ HOSTILE = {
     'at a 30 percent compute cost. <img src=x onerror="window.__pwned=true">',
     "update_date": "2024-02-01",
 }
+# An old-style arXiv id: the slash must survive the page's encodeURIComponent and
+# the server's path routing, or the citation panel cannot load the abstract.
+SLASH_ID = "hep-th/9901001"
+SLASH = {
+    "id": SLASH_ID,
+    "title": "Zeta-Regularized Casimir Energy Stabilizes Compact Extra Dimensions",
+    "abstract": "We compute the Casimir energy of fields on compact extra dimensions with "
+    "zeta function regularization. The regularized Casimir energy generates a potential "
+    "for the radion that stabilizes the size of the extra dimensions without fine tuning. "
+    "For six extra dimensions the stabilized radius is twelve Planck lengths.",
+    "update_date": "1999-01-04",
+}
+SLASH_QUESTION = (
+    "How does zeta function regularized Casimir energy stabilize the radius of compact "
+    "extra dimensions?"
+)
 ARTIFACTS = Path(os.environ.get("CITEQA_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (Playwright's own download cannot reach the network here).
+    Session-scoped, so a missing browser skips before the module's server starts."""
+    return require_tool("chromium", "chromium")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Ingest the sample plus a hostile abstract through the CLI, then serve it."""
     tmp = tmp_path_factory.mktemp("served")
     hostile = tmp / "hostile.jsonl"
-    hostile.write_text(json.dumps(HOSTILE) + "\n")
+    hostile.write_text(json.dumps(HOSTILE) + "\n" + json.dumps(SLASH) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITEQA_")}
     env.update(CITEQA_DATA_DIR=str(tmp / "data"), HF_HUB_OFFLINE="1")
     citeqa = str(VENV_BIN / "citeqa")
@@ -159,12 +182,11 @@ def test_hostile_abstract_is_data(server: str) -> None:
     assert "<script>" in paper["abstract"]  # stored verbatim, as data
 
 
-def test_web_page_streams_an_answer_and_highlights_the_cited_passage(server: str) -> None:
+def test_web_page_streams_an_answer_and_highlights_the_cited_passage(
+    chromium: str, server: str
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    chromium = "/usr/bin/chromium"
-    if not os.path.exists(chromium):
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -189,14 +211,18 @@ def test_web_page_streams_an_answer_and_highlights_the_cited_passage(server: str
         expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
         cite = answer.locator("button.cite").first
         expect(cite).to_have_text("[1]")
-        cite.click()
+        with page.expect_response(lambda r: "/v1/papers/" in r.url) as opened:
+            cite.click()
+        assert opened.value.status == 200, opened.value.url  # the whole abstract came
         panel = page.locator("#panel")
         expect(panel).to_be_visible()
         expect(page.locator("#p-title")).to_contain_text(FOREST)
         mark = page.locator("#p-abstract mark")
         expect(mark).to_be_visible()
         quote = mark.inner_text()
-        assert len(quote) > 40 and quote in page.locator("#p-abstract").inner_text()
+        whole = opened.value.json()["abstract"]
+        expect(page.locator("#p-abstract")).to_have_text(whole)  # not the quote alone
+        assert len(quote) > 40 and quote in whole and len(whole) > len(quote)
         page.screenshot(path=str(ARTIFACTS / "web-answer.png"))
 
         # A follow-up keeps the conversation; then the hostile paper shows as text.
@@ -216,5 +242,28 @@ def test_web_page_streams_an_answer_and_highlights_the_cited_passage(server: str
         assert page.evaluate("window.__pwned === undefined")
         assert page.locator("#panel script, #panel img").count() == 0
         page.screenshot(path=str(ARTIFACTS / "web-hostile.png"))
+
+        # A new conversation citing a paper whose id holds a slash: its citation opens
+        # in the panel with the whole abstract, the cited passage marked.
+        page.click("#settings summary")
+        page.click("#reset")
+        expect(page.locator(".turn")).to_have_count(0)
+        page.fill("#q", SLASH_QUESTION)
+        page.click("#send")
+        third = page.locator(".turn").last.locator(".a")
+        expect(third).to_have_attribute("data-state", "done", timeout=30_000)
+        ref = page.locator(".turn").last.locator("ol.refs li", has_text=SLASH["title"])
+        with page.expect_response(lambda r: "/v1/papers/" in r.url) as opened:
+            ref.click()
+        assert opened.value.status == 200, opened.value.url
+        assert "hep-th%2F9901001" in opened.value.url  # what encodeURIComponent sends
+        expect(page.locator("#p-id")).to_have_text(SLASH_ID)
+        expect(page.locator("#p-title")).to_contain_text(SLASH["title"])
+        expect(page.locator("#p-abstract")).to_have_text(SLASH["abstract"])
+        mark = page.locator("#p-abstract mark")
+        expect(mark).to_be_visible()
+        assert mark.inner_text() in SLASH["abstract"]
+        assert len(mark.inner_text()) < len(SLASH["abstract"])
+        page.screenshot(path=str(ARTIFACTS / "web-slash-id.png"))
         browser.close()
     assert errors == []

@@ -8,7 +8,7 @@ from ingest.job import IngestJob
 from rag.retrieve import make_retriever, search_papers
 from rag.settings import Settings
 from rag.store import StoreUnavailable, open_store
-from tests.conftest import SAMPLE, free_port
+from tests.helpers import SAMPLE, free_port
 
 pytestmark = pytest.mark.slow
 

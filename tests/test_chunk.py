@@ -7,7 +7,7 @@ import pytest
 from ingest.chunk import chunk_paper, embed_text
 from ingest.loaders import Skipped, load
 from ingest.loaders.common import make_paper
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 
 def _sample_papers():

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SAMPLE, VENV_BIN, free_port, stop, wait_http
+from tests.helpers import SAMPLE, VENV_BIN, free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 CITEQA = str(VENV_BIN / "citeqa")

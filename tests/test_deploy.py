@@ -5,7 +5,6 @@ API as separate processes sharing nothing but the Chroma server."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,16 +13,23 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLE, VENV_BIN, free_port, stop
-from tests.test_faults import base_env, start_api, start_chroma
+from tests.helpers import (
+    ROOT,
+    SAMPLE,
+    VENV_BIN,
+    base_env,
+    free_port,
+    require_tool,
+    start_api,
+    start_chroma,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def compose_config(env: dict[str, str] | None = None) -> dict:
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.fail("Debian's docker-compose is not installed (apt-get install docker-compose)")
+    exe = require_tool("docker-compose", "docker-compose")
     out = subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), "--profile", "llm", "config"],
         cwd=ROOT,

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from evals.run import evaluate
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,7 @@ the LLM down or too slow, and coming back."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -20,47 +18,20 @@ import pytest
 from ingest.job import IngestJob
 from rag.settings import Settings
 from rag.store import open_store
-from tests.conftest import SAMPLE, VENV_BIN, free_port, stop, wait_http
+from tests.helpers import (
+    SAMPLE,
+    VENV_BIN,
+    base_env,
+    free_port,
+    start_api,
+    start_chroma,
+    start_llama,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "How do randomized tree ensembles regulate the smoothness of their predictions?"
-
-
-def start_chroma(path: Path, port: int) -> subprocess.Popen:
-    chroma = shutil.which("chroma", path=str(VENV_BIN)) or "chroma"
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc=proc)
-    return proc
-
-
-def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "citeqa"), "serve", "--port", str(port), "--log-level", "warning"],
-        env={**env, "HF_HUB_OFFLINE": "1"},
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", timeout=120, proc=proc)
-    return proc, url
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CITEQA_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")
-    }
-    env["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"  # no background CPU in timing tests
-    env["CITEQA_RETRIEVAL__BM25_JIT"] = "0"
-    env.update(extra)
-    return env
 
 
 def test_chroma_server_outage_is_503_and_the_api_recovers_by_itself(
@@ -178,8 +149,6 @@ def test_llm_slower_than_the_timeout_falls_back_in_time(tmp_path: Path, served_s
 
 
 def test_llm_down_then_back_resumes_generative_answers(tmp_path: Path, served_store: Path) -> None:
-    from tests.conftest import start_llama
-
     port = free_port()
     api, url = start_api(
         llm_env(served_store, f"http://127.0.0.1:{port}/v1", 90.0), tmp_path / "api.log"

@@ -13,7 +13,7 @@ from rag.generate.prompt import SYSTEM
 from rag.guard import OutputGuard
 from rag.settings import Settings
 from rag.store import open_store
-from tests.conftest import SAMPLE, assert_valid_answer
+from tests.helpers import SAMPLE, assert_valid_answer
 
 ADMIN = "adm-7f3c9e1b5a"
 READER = "rdr-0d4e2c8a6f"

@@ -9,7 +9,7 @@ from pathlib import Path
 from ingest.job import IngestJob
 from rag.settings import Settings
 from rag.store import open_store
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> str:

@@ -15,7 +15,7 @@ from ingest.job import IngestJob
 from rag.lexical import LexicalIndex, lexical_dir, open_lexical
 from rag.settings import Settings
 from rag.store import open_store
-from tests.conftest import SAMPLE, VENV_BIN
+from tests.helpers import SAMPLE, VENV_BIN
 
 pytestmark = pytest.mark.slow
 

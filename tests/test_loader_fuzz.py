@@ -159,7 +159,7 @@ def test_csv_with_odd_fields(tmp_path: Path, rows) -> None:  # type: ignore[no-u
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from tests.conftest import FakeEmbeddings
+    from tests.helpers import FakeEmbeddings
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz-store"))
     store = open_store(settings)

@@ -18,7 +18,7 @@ from api.app import create_app
 from ingest.job import IngestJob
 from rag.settings import ApiSettings, Settings
 from rag.store import open_store
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 pytestmark = pytest.mark.slow
 

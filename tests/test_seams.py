@@ -27,7 +27,7 @@ from rag.retrieve import make_retriever, search_papers
 from rag.settings import Settings
 from rag.store import StoreConfigError, VectorStore, open_store
 from rag.types import Filters
-from tests.test_api import sse_events
+from tests.helpers import sse_events
 
 COVERED = "How do randomized tree ensembles regulate the smoothness of their predictions?"
 

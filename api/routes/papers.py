@@ -18,7 +18,18 @@ from api.errors import ApiError, NotFound
 router = APIRouter(tags=["papers"])
 _WRITE_LOCK = threading.Lock()  # one write at a time per process
 
-PaperId = Annotated[str, Path(min_length=1, max_length=300, description="The paper's id.")]
+# A path parameter that takes slashes: old-style arXiv ids (hep-th/9901001) and DOIs
+# (10.1000/xyz) hold them. Raw or percent-encoded (%2F, as encodeURIComponent sends
+# it), the server sees the decoded id.
+PaperId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=300,
+        description="The paper's id; it may hold '/' (raw or as %2F).",
+        examples=["2401.00001", "hep-th/9901001"],
+    ),
+]
 
 
 class PaperOut(BaseModel):
@@ -80,7 +91,7 @@ def list_papers(
 
 
 @router.get(
-    "/v1/papers/{paper_id}",
+    "/v1/papers/{paper_id:path}",
     response_model=PaperOut,
     summary="One paper with its abstract",
     responses={404: {"description": "No such paper"}},
@@ -94,7 +105,7 @@ def get_paper(paper_id: PaperId, store: StoreDep) -> PaperOut:
 
 
 @router.delete(
-    "/v1/papers/{paper_id}",
+    "/v1/papers/{paper_id:path}",
     summary="Remove a paper and its chunks (admin key)",
     responses={404: {"description": "No such paper"}},
     dependencies=[Admin],

@@ -1,7 +1,9 @@
 """JSON Lines in the shape of the arXiv metadata snapshot, streamed line by line.
 
-Fields used: id, title, abstract, authors (or authors_parsed), categories,
-update_date (or year), doi, url. Anything else stays out of the store.
+Fields used: id (or paper_id), title, abstract, authors (or authors_parsed),
+categories, update_date (or year), doi, url. Anything else stays out of the store.
+The id, title and abstract must be strings (or absent): a record holding a number,
+a list or an object there is reported, never stored as its printed form.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def record_to_paper(record: object) -> Paper:
     return make_paper(
         title=record.get("title"),
         abstract=record.get("abstract"),
-        arxiv_id=str(record["id"]) if record.get("id") is not None else None,
+        paper_id=record["id"] if record.get("id") is not None else record.get("paper_id"),
         authors=_authors(record),
         year=record.get("year") or record.get("update_date"),
         url=record.get("url") if isinstance(record.get("url"), str) else None,

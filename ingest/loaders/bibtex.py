@@ -1,4 +1,8 @@
-"""BibTeX entries that carry an `abstract` field (LaTeX decoded by bibtexparser)."""
+"""BibTeX entries that carry an `abstract` field (LaTeX decoded by bibtexparser).
+
+A paper's id is its arXiv id when the entry has one (eprint, or an arXiv url/doi),
+else the entry's key.
+"""
 
 from __future__ import annotations
 
@@ -53,13 +57,17 @@ def load_bibtex(path: str) -> Iterator[tuple[int, Paper | Skipped]]:
         items.append((line, Skipped(path, line, "malformed BibTeX entry")))
     for entry in library.entries:
         line = entry.start_line + 1
+        # bibtexparser gives strings; anything else is left out here and, for the
+        # title and abstract, reported by make_paper rather than printed into them.
+        raw = {f.key.lower(): f.value for f in entry.fields}
         fields = {
-            f.key.lower(): str(f.value).replace("{", "").replace("}", "") for f in entry.fields
+            k: v.replace("{", "").replace("}", "") for k, v in raw.items() if isinstance(v, str)
         }
         try:
             paper = make_paper(
-                title=fields.get("title"),
-                abstract=fields.get("abstract"),
+                title=fields.get("title", raw.get("title")),
+                abstract=fields.get("abstract", raw.get("abstract")),
+                paper_id=entry.key,
                 arxiv_id=_arxiv_id(fields),
                 authors=split_names(fields.get("author"), " and "),
                 year=fields.get("year") or fields.get("date"),

@@ -26,6 +26,7 @@ _ARXIV_IN_TEXT = re.compile(
 
 MAX_TITLE_CHARS = 1_000
 MAX_ABSTRACT_CHARS = 100_000
+MAX_ID_CHARS = 200
 
 
 class RecordError(ValueError):
@@ -58,9 +59,9 @@ def code_links(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def normalise_arxiv_id(value: str | None) -> str | None:
+def normalise_arxiv_id(value: object) -> str | None:
     """An arXiv id without its version suffix, or None when `value` is not one."""
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     value = value.strip()
     match = _ARXIV_IN_TEXT.search(value)
@@ -79,6 +80,56 @@ def slug_id(title: str) -> str:
     return f"{slug or 'paper'}-{digest}"
 
 
+def _kind(value: object) -> str:
+    """What a non-text value is, in the words of the JSON it most likely came from."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def text_field(name: str, value: object) -> str:
+    """A title or abstract as clean text; absent is empty. Anything but a string is
+    a bad record: str() of a list or an object is never a title."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(f"{name} is {_kind(value)}, not text")
+    return clean_text(value)
+
+
+def clean_id(value: object) -> str | None:
+    """The id a record gives, trimmed, or None when it gives none.
+
+    Kept as given otherwise, so its owner can find, update and delete the paper by
+    it: a RecordError says why an id cannot be used (not text, too long, control
+    or format characters, whitespace other than a space, or a '/'-separated part
+    that is empty, '.' or '..', which URL handling would merge or drop)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RecordError(f"id is {_kind(value)}, not text")
+    text = unicodedata.normalize("NFC", value).strip()
+    if not text:
+        return None
+    if _has_undecodable(text):
+        raise RecordError("id: text is not valid UTF-8")
+    if len(text) > MAX_ID_CHARS:
+        raise RecordError(f"id longer than {MAX_ID_CHARS} characters")
+    for char in text:
+        if unicodedata.category(char).startswith("C") or (char.isspace() and char != " "):
+            code = f"U+{ord(char):04X}"
+            raise RecordError(f"id contains a control or whitespace character ({code})")
+    if any(part in ("", ".", "..") for part in text.split("/")):
+        raise RecordError("id has an empty, '.' or '..' part between slashes")
+    return text
+
+
 def arxiv_url(arxiv_id: str) -> str:
     return f"https://arxiv.org/abs/{arxiv_id}"
 
@@ -87,16 +138,22 @@ def make_paper(
     *,
     title: object,
     abstract: object,
-    arxiv_id: str | None = None,
+    paper_id: object = None,
+    arxiv_id: object = None,
     authors: tuple[str, ...] = (),
     year: object = None,
     url: str | None = None,
     categories: tuple[str, ...] = (),
     extra: dict[str, str] | None = None,
 ) -> Paper:
-    """Validate and normalise one record; raises RecordError with the reason."""
-    title_s = clean_text(title)
-    abstract_s = clean_text(abstract)
+    """Validate and normalise one record; raises RecordError with the reason.
+
+    The paper's id is its arXiv id when known (from `arxiv_id`, a field that may hold
+    one, or from `paper_id`), else `paper_id`, the id the record gives (see
+    `clean_id`), else a slug of the title.
+    """
+    title_s = text_field("title", title)
+    abstract_s = text_field("abstract", abstract)
     for text in (title_s, abstract_s):
         if _has_undecodable(text):
             raise RecordError("text is not valid UTF-8")
@@ -108,7 +165,10 @@ def make_paper(
         raise RecordError(f"title longer than {MAX_TITLE_CHARS} characters")
     if len(abstract_s) > MAX_ABSTRACT_CHARS:
         raise RecordError(f"abstract longer than {MAX_ABSTRACT_CHARS} characters")
-    aid = normalise_arxiv_id(arxiv_id)
+    if paper_id is not None and not isinstance(paper_id, str):
+        raise RecordError(f"id is {_kind(paper_id)}, not text")
+    aid = normalise_arxiv_id(arxiv_id) or normalise_arxiv_id(paper_id)
+    given = None if aid else clean_id(paper_id)
     fields = {
         "authors": authors,
         "url": (url,) if url else (),
@@ -119,7 +179,7 @@ def make_paper(
         if any(_has_undecodable(str(v)) for v in values):
             raise RecordError(f"{name}: text is not valid UTF-8")
     return Paper(
-        paper_id=aid or slug_id(title_s),
+        paper_id=aid or given or slug_id(title_s),
         title=title_s,
         abstract=abstract_s,
         authors=tuple(a for a in (clean_text(x) for x in authors) if a),

@@ -1,7 +1,8 @@
 """CSV with `title` and `abstract` columns; every other column is kept as metadata.
 
-Recognised optional columns: id / paper_id / arxiv_id, authors, year / date,
-url, categories. Column names are matched case-insensitively.
+Recognised optional columns: id / paper_id (the paper's id), arxiv_id (used as the
+id when it holds an arXiv id), authors, year / date, url, categories. Column names
+are matched case-insensitively.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def load_csv(path: str) -> Iterator[tuple[int, Paper | Skipped]]:
                     make_paper(
                         title=rec.get("title"),
                         abstract=rec.get("abstract"),
-                        arxiv_id=rec.get("arxiv_id") or rec.get("id") or rec.get("paper_id"),
+                        paper_id=rec.get("id") or rec.get("paper_id"),
+                        arxiv_id=rec.get("arxiv_id"),
                         authors=split_names(
                             rec.get("authors"), ";" if ";" in rec.get("authors", "") else ","
                         ),
