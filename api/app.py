@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from langchain_core.embeddings import Embeddings
 
 from api.errors import install_error_handlers
-from api.middleware import BodyLimit, Metrics, MetricsMiddleware
+from api.middleware import BodyLimit, Metrics, MetricsMiddleware, UnicodeCheck
 from api.routes import chat, health, openai_compat, papers, search, web
 from api.security import Guard
 from rag.chain import build_chain
@@ -122,6 +122,7 @@ def create_app(
     for module in (health, search, chat, openai_compat, papers, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    app.add_middleware(UnicodeCheck)  # inside BodyLimit: buffers only bodies within it
     app.add_middleware(
         BodyLimit,
         default=settings.api.max_body_bytes,

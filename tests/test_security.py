@@ -66,3 +66,73 @@ def test_unchecked_tokens_share_the_address_budget(
     for c in _client(settings, sample_store, embeddings):
         codes = [c.get("/v1/models", headers=bearer(f"tok-{i}")).status_code for i in range(8)]
         assert codes == [200] * 5 + [429] * 3
+
+
+# -- item 3: text that is not Unicode is a 422 naming the field, never a 500 -------------
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def open_client(sample_settings, sample_store, embeddings) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    yield from _client(sample_settings, sample_store, embeddings)
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "param"),
+    [
+        ("/v1/chat", rb'{"question": "\ud800 diffusion"}', "question"),
+        ("/v1/chat", rb'{"question": "diffusion \uDFFF", "stream": true}', "question"),
+        (
+            "/v1/chat",
+            rb'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant",'
+            rb' "content": "b"}, {"role": "user", "content": "\udc00 why?"}]}',
+            "messages.2.content",
+        ),
+        (
+            "/v1/chat",
+            rb'{"question": "trees", "filters": {"paper_ids": ["\ud834"]}}',
+            "filters.paper_ids.0",
+        ),
+        # CESU-8 bytes of U+D800 straight in the body (json.loads would pass them through).
+        ("/v1/chat", b'{"question": "\xed\xa0\x80 diffusion"}', "question"),
+        ("/v1/chat", b'{"question": "\xff diffusion"}', "question"),
+        (
+            "/v1/chat/completions",
+            rb'{"model": "citeqa", "messages": [{"role": "user", "content": "\ud800 x"}]}',
+            "messages.0.content",
+        ),
+        (
+            "/v1/chat/completions",
+            rb'{"model": "citeqa", "user": "\udbff",'
+            rb' "messages": [{"role": "user", "content": "x"}]}',
+            "user",
+        ),
+    ],
+)
+def test_unpaired_surrogates_in_json_are_a_422_naming_the_field(
+    open_client: TestClient, caplog, path: str, raw: bytes, param: str
+) -> None:
+    r = open_client.post(path, content=raw, headers=JSON)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error"
+    assert err["message"].startswith(f"{param}: ")
+    assert "unhandled error" not in caplog.text
+
+
+def test_surrogate_pairs_and_escaped_backslashes_still_pass(open_client: TestClient) -> None:
+    raw = rb'{"question": "random forests \ud83c\udf32 smoothing, not \\ud800"}'
+    r = open_client.post("/v1/chat", content=raw, headers=JSON)
+    assert r.status_code == 200, r.text
+    assert r.json()["question"] == "random forests \U0001f332 smoothing, not \\ud800"
+
+
+# An encoded surrogate, a stray byte, an overlong "/": once replaced by U+FFFD they were
+# searched for; now the client hears that its query is not text.
+@pytest.mark.parametrize("query", ["q=%ED%A0%80%20trees", "q=trees%FF", "k=3&q=%C0%AFtrees"])
+def test_query_strings_that_are_not_utf8_are_a_422(open_client: TestClient, query: str) -> None:
+    r = open_client.get(f"/v1/search?{query}")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == query.rsplit("&", 1)[-1].split("=")[0]
+    assert open_client.get("/v1/search?q=%C3%A9t%C3%A9%20trees").status_code == 200
