@@ -136,3 +136,65 @@ def test_query_strings_that_are_not_utf8_are_a_422(open_client: TestClient, quer
     assert r.status_code == 422, r.text
     assert r.json()["error"]["param"] == query.rsplit("&", 1)[-1].split("=")[0]
     assert open_client.get("/v1/search?q=%C3%A9t%C3%A9%20trees").status_code == 200
+
+
+# -- item 4: ingest reports are capped and name no server path ---------------------------
+
+
+def _jsonl(n_good: int, n_bad: int, dup: int = 0) -> bytes:
+    import json
+
+    lines = [
+        json.dumps(
+            {
+                "id": f"2401.{i:05d}",
+                "title": f"Widget study {i}",
+                "abstract": f"We study widget {i} and find it converges.",
+            }
+        )
+        for i in range(1, n_good + 1)
+    ]
+    lines += lines[:dup]  # the same ids again
+    lines += ["{broken json"] * n_bad
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_summary_lists_the_first_errors_and_counts_the_rest(tmp_path, fake_embeddings) -> None:
+    from ingest.job import MAX_REPORTED, IngestJob
+    from rag.store import open_store
+
+    settings = Settings(data_dir=tmp_path / "store")
+    source = tmp_path / "many.jsonl"
+    source.write_bytes(_jsonl(2, 3 * MAX_REPORTED, dup=1))
+    job = IngestJob(open_store(settings), fake_embeddings, settings, progress=False)
+    summary = job.run([str(source)])
+    data = summary.to_json()
+    assert data["skipped"] == data["errors_total"] == 3 * MAX_REPORTED + 1
+    assert len(data["errors"]) == MAX_REPORTED and data["errors_truncated"] is True
+    assert "max_reported" not in data and data["added"] == 2
+    assert data["errors"][0]["reason"] == f"duplicate paper id 2401.00001 (first at {source}:1)"
+    assert "and 201 more skipped records" in summary.to_text()
+    assert len(summary.to_text().splitlines()) < MAX_REPORTED + 5
+    small = job.run([str(source)], names=["mine.jsonl"])
+    assert small.errors[0]["file"] == "mine.jsonl"
+    assert small.errors[0]["reason"].endswith("(first at mine.jsonl:1)")
+
+
+def test_upload_report_is_capped_and_names_the_uploaded_file(tmp_path, fake_embeddings) -> None:
+    settings = Settings(data_dir=tmp_path / "store", admin_key=SecretStr("adm"))
+    payload = _jsonl(3, 5000, dup=2)
+    for c in _client(settings, None, fake_embeddings):
+        r = c.post("/v1/ingest", files={"file": ("mine.jsonl", payload)}, headers=bearer("adm"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["added"] == 3 and body["skipped"] == body["errors_total"] == 5002
+        assert len(body["errors"]) == 100 and body["errors_truncated"] is True
+        assert len(r.content) < 20_000  # not a report per bad line
+        dup = body["errors"][0]
+        assert dup == {
+            "file": "mine.jsonl",
+            "line": 4,
+            "reason": "duplicate paper id 2401.00001 (first at mine.jsonl:1)",
+        }
+        for leak in ("citeqa-upload-", "/tmp", str(tmp_path), "upload.jsonl"):
+            assert leak not in r.text

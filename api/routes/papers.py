@@ -121,7 +121,8 @@ def delete_paper(
     summary="Ingest an uploaded file (admin key)",
     description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX or listing text as "
     "multipart field `file`. Returns the ingest summary; malformed records are "
-    "reported in `skipped` with their line and the rest is stored.",
+    "counted in `skipped`, the first 100 listed in `errors` with their line "
+    "(`errors_total` counts them all), and the rest is stored.",
     dependencies=[Admin],
 )
 async def ingest_upload(
@@ -159,12 +160,11 @@ async def ingest_upload(
 
         def run() -> dict[str, Any]:
             with _WRITE_LOCK:
-                return job.run([path], fmt=format, prune=prune).to_json()
+                # Reported under the client's file name, never our temporary path.
+                return job.run([path], fmt=format, prune=prune, names=[name]).to_json()
 
         try:
             summary = await run_in_threadpool(run)
         except SourceError as exc:
             raise ApiError(str(exc).replace(path, name), param="file") from exc
-    for item in summary["errors"]:
-        item["file"] = name  # the client's file name, not our temporary path
     return summary
