@@ -2,7 +2,7 @@
 
 The body limit is enforced both on Content-Length (refused before reading)
 and on the bytes actually received (for chunked uploads), so no request can
-make the server buffer more than the limit.
+make the server buffer more than the limit; either way the answer is a 413.
 """
 
 from __future__ import annotations
@@ -42,25 +42,39 @@ class BodyLimit:
             await _send_413(send, limit)
             return
         received = 0
-        started = False
+        over = False  # the body went past the limit
+        started = False  # a response start went out
+        replaced = False  # ... and it was our 413, not the app's answer
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
+            if over:
+                raise _TooLarge
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    over = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, replaced
             if message["type"] == "http.response.start":
+                if over and not started:
+                    # The app saw our exception while reading the body and answered
+                    # something else (FastAPI turns any body-read error into a 400):
+                    # the answer to an oversized body is a 413, chunked or not.
+                    started = replaced = True
+                    await _send_413(send, limit)
+                    return
                 started = True
+            elif replaced:
+                return  # the body of the answer we replaced
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not started:
                 await _send_413(send, limit)

@@ -133,3 +133,56 @@ def test_forwarded_for_is_honoured_only_from_a_trusted_proxy(proxied: str) -> No
     with client_from("127.0.0.1") as direct:  # not a trusted proxy: its own address counts
         codes = statuses(direct, proxied, RATE + 1, lambda i: {"X-Forwarded-For": f"10.1.1.{i}"})
     assert codes == [200] * RATE + [429]
+
+
+# -- item 6: any body over the limit is a 413, chunked or not -----------------------------
+
+
+def _chunked(data: bytes, size: int = 700) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_chunked_chat_body_over_the_limit_is_413(served) -> None:  # type: ignore[no-untyped-def]
+    url, _ = served
+    body = b'{"question": "' + b"x" * 3000 + b'"}'
+    with client_from("127.0.0.5") as c:
+        r = c.post(
+            f"{url}/v1/chat",
+            content=_chunked(body),
+            headers={"content-type": "application/json"},
+        )
+        assert "content-length" not in r.request.headers  # really sent chunked
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["code"] == "request_too_large"
+        # A chunked body under the limit is still read and answered.
+        small = c.post(
+            f"{url}/v1/chat",
+            content=_chunked(b'{"question": "trees", "colour": 1}'),
+            headers={"content-type": "application/json"},
+        )
+        assert small.status_code == 422
+
+
+def test_chunked_upload_over_the_limit_is_413(served) -> None:  # type: ignore[no-untyped-def]
+    url, _ = served
+    boundary = "citeqa-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + b"x" * 20_000
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    with client_from("127.0.0.6") as c:
+        r = c.post(
+            f"{url}/v1/ingest",
+            content=_chunked(body, 4096),
+            headers={
+                "content-type": f"multipart/form-data; boundary={boundary}",
+                "Authorization": f"Bearer {ADMIN}",
+            },
+        )
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "request_too_large"
