@@ -21,7 +21,7 @@ from langchain_core.embeddings import Embeddings
 from api.errors import install_error_handlers
 from api.middleware import BodyLimit, Metrics, MetricsMiddleware, UnicodeCheck
 from api.routes import chat, health, openai_compat, papers, search, web
-from api.security import Guard
+from api.security import Guard, redact_access_log
 from rag.chain import build_chain
 from rag.embeddings import make_embeddings
 from rag.lexical import compile_jit
@@ -71,8 +71,11 @@ def create_app(
     settings = settings or get_settings()
     metrics = Metrics()
 
+    redact_access_log()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_access_log()  # uvicorn's logging set-up ran after the factory
         app.state.store = store or open_store(settings)
         app.state.embeddings = embeddings or make_embeddings(settings)
         # Load the model before the first request, not during it.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import time
 
@@ -131,3 +132,27 @@ class Guard:
             f"{message} from this client ({item}); retry in {wait}s",
             headers={"Retry-After": str(wait)},
         )
+
+
+class RedactQuery(logging.Filter):
+    """Drops the query string from uvicorn's access log lines: a client may put a key
+    (or anything else private) in a URL, and the log must not keep it. The path stays;
+    `?<redacted>` marks that there was a query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(
+                a.split("?", 1)[0] + "?<redacted>" if isinstance(a, str) and "?" in a else a
+                for a in args
+            )
+        return True
+
+
+ACCESS_LOG_FILTER = RedactQuery()
+
+
+def redact_access_log() -> None:
+    """Idempotent; called by the app factory and again at startup, after uvicorn has
+    configured its loggers."""
+    logging.getLogger("uvicorn.access").addFilter(ACCESS_LOG_FILTER)

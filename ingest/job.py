@@ -54,6 +54,9 @@ class IngestSummary:
     """Every skipped record, listed or not."""
     errors_truncated: bool = False
     """True when `errors` lists fewer than `errors_total`."""
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    """The first `max_reported` records stored with a change (a link dropped)."""
+    warnings_total: int = 0
     prune_note: str | None = None
     max_reported: int = field(default=MAX_REPORTED, repr=False, compare=False)
 
@@ -63,6 +66,11 @@ class IngestSummary:
             self.errors.append({"file": file, "line": line, "reason": reason})
         else:
             self.errors_truncated = True
+
+    def add_warning(self, file: str, line: int, reason: str) -> None:
+        self.warnings_total += 1
+        if len(self.warnings) < self.max_reported:
+            self.warnings.append({"file": file, "line": line, "reason": reason})
 
     @property
     def papers_per_second(self) -> float:
@@ -82,6 +90,9 @@ class IngestSummary:
                 f"... and {self.errors_total - len(self.errors)} more skipped records "
                 f"(only the first {len(self.errors)} are listed)"
             )
+        lines += [f"warning {w['file']}:{w['line']}: {w['reason']}" for w in self.warnings]
+        if self.warnings_total > len(self.warnings):
+            lines.append(f"... and {self.warnings_total - len(self.warnings)} more warnings")
         lines.append(
             f"{self.papers_read} papers read: {self.added} added, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.skipped} skipped"
@@ -264,6 +275,8 @@ class IngestJob:
                     summary.add_error(name, line, reason)
                     continue
                 seen[item.paper_id] = where
+                for note in item.notes:
+                    summary.add_warning(name, line, note)
                 yield item
 
     def _write_batch(self, papers: list[Paper], summary: IngestSummary) -> None:

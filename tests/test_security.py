@@ -198,3 +198,174 @@ def test_upload_report_is_capped_and_names_the_uploaded_file(tmp_path, fake_embe
         }
         for leak in ("citeqa-upload-", "/tmp", str(tmp_path), "upload.jsonl"):
             assert leak not in r.text
+
+
+# -- item 7: links, markup, message caps, /readyz ----------------------------------------
+
+HOSTILE_TITLE = (
+    "Stripe <script>alert(1)</script> [click](javascript:alert(2)) Shortcuts_in *Zebra* Vision"
+)
+HOSTILE_RECORDS = [
+    {
+        "id": "2403.00001",
+        "title": HOSTILE_TITLE,
+        "url": "javascript:alert(3)",
+        "abstract": "We show that convolutional networks trained on photographs of zebras learn "
+        "stripe texture shortcuts instead of body shape. Removing the stripes drops zebra "
+        "recognition accuracy from 97 percent to 12 percent.",
+    },
+    {
+        "title": "Data Links in Metadata",
+        "url": "data:text/html,<script>alert(4)</script>",
+        "abstract": "We audit metadata fields of paper archives for embedded data links.",
+    },
+    {
+        "id": "2403.00003",
+        "title": "Plain Links",
+        "url": "https://example.org/plain-links",
+        "abstract": "We count how many archive records carry a plain web link to the paper.",
+    },
+]
+ZEBRA_QUESTION = "Do convolutional networks trained on zebra photographs learn stripe shortcuts?"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, embeddings) -> Iterator[tuple[TestClient, dict]]:  # type: ignore[no-untyped-def]
+    import json
+
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("hostile-links"), admin_key=SecretStr("adm")
+    )
+    payload = "".join(json.dumps(r) + "\n" for r in HOSTILE_RECORDS).encode()
+    for c in _client(settings, None, embeddings):
+        r = c.post("/v1/ingest", files={"file": ("links.jsonl", payload)}, headers=bearer("adm"))
+        assert r.status_code == 200, r.text
+        yield c, r.json()
+
+
+def test_non_web_links_are_dropped_at_ingest_and_reported(hostile) -> None:  # type: ignore[no-untyped-def]
+    c, summary = hostile
+    assert summary["added"] == 3 and summary["skipped"] == 0
+    assert summary["warnings_total"] == 2
+    assert [(w["file"], w["line"]) for w in summary["warnings"]] == [
+        ("links.jsonl", 1),
+        ("links.jsonl", 2),
+    ]
+    assert all("url dropped" in w["reason"] for w in summary["warnings"])
+    papers = {p["title"]: p for p in c.get("/v1/papers").json()["papers"]}
+    # An arXiv paper falls back to its arXiv page; one without an id has no link.
+    assert papers[HOSTILE_TITLE]["url"] == "https://arxiv.org/abs/2403.00001"
+    assert papers["Data Links in Metadata"]["url"] is None
+    assert papers["Plain Links"]["url"] == "https://example.org/plain-links"
+
+
+def test_links_already_stored_are_not_shown() -> None:
+    from rag.types import Citation, PaperHit, Source
+
+    bad = "javascript:alert(1)"
+    assert Citation(1, "p", "t", bad, "q", 0, 1).url is None
+    assert PaperHit("p", "t", 1.0, "s", url=bad).url is None
+    assert Source(1, "p", "t", "a", bad, 1.0, 1.0).url is None
+    for url in ("data:x", "//evil.example/x", "http://", "https://a.example/<b>", "ftp://a.b/c"):
+        assert Citation(1, "p", "t", url, "q", 0, 1).url is None, url
+    ok = "https://arxiv.org/abs/2403.00001"
+    assert Citation(1, "p", "t", ok, "q", 0, 1).url == ok
+
+
+def test_openai_references_are_plain_text(hostile) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    c, _ = hostile
+    r = c.post(
+        "/v1/chat/completions",
+        json={"model": "citeqa", "messages": [{"role": "user", "content": ZEBRA_QUESTION}]},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    text = body["choices"][0]["message"]["content"]
+    cited = {cit["paper_id"]: cit for cit in body["citations"]}
+    assert "2403.00001" in cited, text
+    assert all(cit["url"] is None or cit["url"].startswith("https://") for cit in cited.values())
+    n = cited["2403.00001"]["n"]
+    assert (
+        f"[{n}] Stripe \\<script\\>alert(1)\\</script\\> \\[click\\](javascript:alert(2)) "
+        "Shortcuts\\_in \\*Zebra\\* Vision. <https://arxiv.org/abs/2403.00001>"
+    ) in text
+    assert "<script>" not in text and not re.search(r"(?<!\\)\]\(", text)
+    # Every unescaped "<" opens an http(s) autolink; markers stay plain [n].
+    assert re.findall(r"(?<!\\)<(?!https?://)", text) == []
+    assert f"[{n}]" in text.partition("References:")[0]
+    # A stream carries the same text.
+    with c.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "citeqa",
+            "stream": True,
+            "messages": [{"role": "user", "content": ZEBRA_QUESTION}],
+        },
+    ) as s:
+        import json
+
+        pieces = [
+            json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
+            for line in s.iter_lines()
+            if line.startswith("data:")
+            and line.strip() != "data: [DONE]"
+            and json.loads(line[5:])["choices"]
+        ]
+    assert "".join(pieces) == text
+
+
+def test_plain_keeps_markers_but_not_links() -> None:
+    from api.routes.openai_compat import plain
+
+    assert plain("Trees vote [1]. See [2](javascript:x) and [3]: javascript:y", markers=True) == (
+        "Trees vote [1]. See [2]\\(javascript:x) and [3]\\: javascript:y"
+    )
+    assert (
+        plain("![img](x) `code` <b>|~", markers=True) == "\\!\\[img\\](x) \\`code\\` \\<b\\>\\|\\~"
+    )
+    assert plain("Title [1]") == "Title \\[1\\]"
+
+
+def test_completions_message_cap_counts_system_messages(open_client: TestClient) -> None:
+    system = [{"role": "system", "content": "be brief"}] * 500
+    r = open_client.post(
+        "/v1/chat/completions",
+        json={"model": "citeqa", "messages": [*system, {"role": "user", "content": "trees?"}]},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == "messages"
+    within = [{"role": "system", "content": "be brief"}] * 63
+    r = open_client.post(
+        "/v1/chat/completions",
+        json={"model": "citeqa", "messages": [*within, {"role": "user", "content": "trees?"}]},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_readyz_names_no_filesystem_path(
+    open_client: TestClient, sample_settings, sample_store, monkeypatch
+) -> None:
+    import api.routes.health as health
+    from rag.store import StoreUnavailable
+
+    data_dir = str(sample_settings.data_dir)
+    r = open_client.get("/readyz")
+    assert r.status_code == 200 and data_dir not in r.text
+    assert r.json()["store"]["kind"] == "embedded"
+
+    def llamacpp(*_a, **_k):  # type: ignore[no-untyped-def]
+        return {"ok": True, "generator": "llamacpp", "model_path": "/opt/models/smol.gguf"}
+
+    monkeypatch.setattr(health, "check_generator", llamacpp)
+    llm = open_client.get("/readyz").json()["llm"]
+    assert llm == {"ok": True, "generator": "llamacpp", "model": "smol.gguf"}
+
+    def down() -> None:
+        raise StoreUnavailable(f"Chroma at {sample_store.location} did not answer: [Errno 2]")
+
+    monkeypatch.setattr(sample_store, "heartbeat", down)
+    r = open_client.get("/readyz")
+    assert r.status_code == 503 and data_dir not in r.text and "/opt/models" not in r.text

@@ -186,3 +186,34 @@ def test_chunked_upload_over_the_limit_is_413(served) -> None:  # type: ignore[n
         )
     assert r.status_code == 413, r.text
     assert r.json()["error"]["code"] == "request_too_large"
+
+
+# -- item 7: what the server logs and what /readyz shows ---------------------------------
+
+
+def test_access_log_keeps_no_query_string(served) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    url, log = served
+    secret = "sk-in-the-url-4f9a2c"
+    with client_from("127.0.0.7") as c:
+        r = c.get(f"{url}/v1/search", params={"q": "trees", "api_key": secret})
+        assert r.status_code == 200, r.text
+        c.get(f"{url}/healthz?{secret}")
+    line = '"GET /v1/search?<redacted> HTTP/1.1" 200'
+    deadline = time.monotonic() + 10
+    while line not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert line in text and '"GET /healthz?<redacted> HTTP/1.1" 200' in text
+    assert secret not in text and "trees" not in text
+
+
+def test_readyz_shows_no_filesystem_path(served) -> None:  # type: ignore[no-untyped-def]
+    url, log = served
+    with client_from("127.0.0.8") as c:
+        r = c.get(f"{url}/readyz")
+    assert r.status_code == 200
+    data_dir = log.parent / "data"
+    assert str(data_dir) not in r.text and str(log.parent) not in r.text
+    assert r.json()["store"]["kind"] == "embedded"

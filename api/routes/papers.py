@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Admin, ChainDep, EmbeddingsDep, Reader, SettingsDep, StoreDep
 from api.errors import ApiError, NotFound
+from rag.types import web_url
 
 router = APIRouter(tags=["papers"])
 _WRITE_LOCK = threading.Lock()  # one write at a time per process
@@ -47,7 +48,7 @@ def paper_out(meta: dict[str, Any], *, with_abstract: bool = True) -> PaperOut:
         paper_id=str(meta["paper_id"]),
         title=str(meta["title"]),
         abstract=str(meta.get("abstract", "")) if with_abstract else None,
-        url=meta.get("url"),
+        url=web_url(meta.get("url")),
         year=meta.get("year"),
         authors=list(meta.get("authors") or []),
         categories=list(meta.get("categories") or []),
