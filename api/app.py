@@ -19,9 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from langchain_core.embeddings import Embeddings
 
 from api.errors import install_error_handlers
-from api.middleware import BodyLimit, Metrics, MetricsMiddleware
+from api.middleware import BodyLimit, Metrics, MetricsMiddleware, UnicodeCheck
 from api.routes import chat, health, openai_compat, papers, search, web
-from api.security import Guard
+from api.security import Guard, redact_access_log
 from rag.chain import QAChain, build_chain
 from rag.embeddings import make_embeddings
 from rag.generate import GeneratorUnavailable
@@ -73,8 +73,11 @@ def create_app(
     settings = settings or get_settings()
     metrics = Metrics()
 
+    redact_access_log()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_access_log()  # uvicorn's logging set-up ran after the factory
         app.state.store = store or open_store(settings)
         app.state.embeddings = embeddings or make_embeddings(settings)
         # Load the model before the first request, not during it.
@@ -123,6 +126,7 @@ def create_app(
     for module in (health, search, chat, openai_compat, papers, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    app.add_middleware(UnicodeCheck)  # inside BodyLimit: buffers only bodies within it
     app.add_middleware(
         BodyLimit,
         default=settings.api.max_body_bytes,

@@ -235,11 +235,16 @@ def serve(
 
     settings = _settings()
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    proxies = settings.api.trusted_proxies
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=log_level,
+        # X-Forwarded-For names the client only when a configured proxy sent it;
+        # uvicorn's default would believe any local process.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
     )
 
 

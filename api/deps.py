@@ -47,16 +47,16 @@ def get_metrics(request: Request) -> Metrics:
 
 
 def require_reader(request: Request) -> None:
-    """Rate limit, then (when CITEQA_API_KEYS is set) a reader or admin key."""
+    """(When CITEQA_API_KEYS is set) a reader or admin key, then the rate limit of
+    that key, or of the client's address when reads are open."""
     guard: Guard = request.app.state.guard
-    guard.read(request)
-    guard.throttle(request)
+    guard.throttle(guard.read(request))
 
 
 def require_admin(request: Request) -> None:
+    """The admin key, then its rate limit."""
     guard: Guard = request.app.state.guard
-    guard.write(request)
-    guard.throttle(request)
+    guard.throttle(guard.write(request))
 
 
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -7,6 +7,7 @@ Every error body has OpenAI's shape, `{"error": {"message", "type", "param",
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -75,6 +76,24 @@ class ServiceUnavailable(ApiError):
     code = "unavailable"
 
 
+# An absolute filesystem path in a message (not the path part of a URL: that follows a
+# host, so a word character or a colon precedes its slash).
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"<>:,;()]+/)*[^\s/'\"<>:,;()]+/?")
+_QUOTED_PATH = re.compile(r"(['\"])/[^'\"\n]*\1")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_paths(text: str) -> str:
+    """`text` with absolute filesystem paths replaced by `<path>`, and credentials in
+    URLs removed: for messages that reach clients."""
+    text = _QUOTED_PATH.sub(lambda m: f"{m.group(1)}<path>{m.group(1)}", text)
+    return without_userinfo(_ABS_PATH.sub("<path>", text))
+
+
+def without_userinfo(text: str) -> str:
+    return _USERINFO.sub("", text)
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -91,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("store unavailable: %s", exc)
         return JSONResponse(
             error_body(
-                f"the vector store is unavailable: {exc}",
+                f"the vector store is unavailable: {redact_paths(str(exc))}",
                 "service_unavailable",
                 code="store_unavailable",
             ),

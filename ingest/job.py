@@ -29,6 +29,9 @@ from rag.store import Store, StoredChunk
 from rag.types import Chunk, Paper, chunk_id
 
 PAPERS_PER_BATCH = 256
+MAX_REPORTED = 100
+"""Skipped records listed in a summary; the rest are only counted (`errors_total`),
+so a file of garbage cannot grow the report (or the memory holding it) without bound."""
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,28 @@ class IngestSummary:
     pruned: int = 0
     seconds: float = 0.0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    """One entry per skipped record: file, line and reason."""
+    """The first `max_reported` skipped records: file, line and reason."""
+    errors_total: int = 0
+    """Every skipped record, listed or not."""
+    errors_truncated: bool = False
+    """True when `errors` lists fewer than `errors_total`."""
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    """The first `max_reported` records stored with a change (a link dropped)."""
+    warnings_total: int = 0
     prune_note: str | None = None
+    max_reported: int = field(default=MAX_REPORTED, repr=False, compare=False)
+
+    def add_error(self, file: str, line: int, reason: str) -> None:
+        self.errors_total += 1
+        if len(self.errors) < self.max_reported:
+            self.errors.append({"file": file, "line": line, "reason": reason})
+        else:
+            self.errors_truncated = True
+
+    def add_warning(self, file: str, line: int, reason: str) -> None:
+        self.warnings_total += 1
+        if len(self.warnings) < self.max_reported:
+            self.warnings.append({"file": file, "line": line, "reason": reason})
 
     @property
     def papers_per_second(self) -> float:
@@ -54,12 +77,21 @@ class IngestSummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["max_reported"]
         data["seconds"] = round(self.seconds, 3)
         data["papers_per_second"] = round(self.papers_per_second, 2)
         return data
 
     def to_text(self) -> str:
         lines = [f"skipped {e['file']}:{e['line']}: {e['reason']}" for e in self.errors]
+        if self.errors_truncated:
+            lines.append(
+                f"... and {self.errors_total - len(self.errors)} more skipped records "
+                f"(only the first {len(self.errors)} are listed)"
+            )
+        lines += [f"warning {w['file']}:{w['line']}: {w['reason']}" for w in self.warnings]
+        if self.warnings_total > len(self.warnings):
+            lines.append(f"... and {self.warnings_total - len(self.warnings)} more warnings")
         lines.append(
             f"{self.papers_read} papers read: {self.added} added, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.skipped} skipped"
@@ -127,8 +159,11 @@ class IngestJob:
         *,
         progress: bool | None = None,
         papers_per_batch: int = PAPERS_PER_BATCH,
+        max_reported: int = MAX_REPORTED,
     ) -> None:
         self.papers_per_batch = papers_per_batch
+        self.max_reported = max_reported
+        self._names: dict[str, str] = {}
         self.store = store
         self._dirty = False
         self.embeddings = embeddings
@@ -136,12 +171,22 @@ class IngestJob:
         self.progress = sys.stderr.isatty() if progress is None else progress
 
     def run(
-        self, paths: Sequence[str], *, fmt: str | None = None, prune: bool = False
+        self,
+        paths: Sequence[str],
+        *,
+        fmt: str | None = None,
+        prune: bool = False,
+        names: Sequence[str] | None = None,
     ) -> IngestSummary:
+        """`names`, one per path, are what the report calls the files (default: the
+        paths); the API passes the uploaded file's name, never its temporary path."""
         for path in paths:
             check_readable(path)  # fail before touching the store
+        if names is not None and len(names) != len(paths):
+            raise ValueError("one name per path")
         started = time.perf_counter()
-        summary = IngestSummary()
+        summary = IngestSummary(max_reported=self.max_reported)
+        self._names = dict(zip(paths, names or paths, strict=True))
         seen: dict[str, str] = {}
         bar = tqdm(
             desc="ingest", unit="paper", disable=not self.progress, file=sys.stderr, leave=False
@@ -209,21 +254,24 @@ class IngestJob:
         bar: tqdm,
     ) -> Iterator[Paper]:
         for path in paths:
+            name = self._names.get(path, path)
             for line, item in load(path, fmt):
                 if isinstance(item, Skipped):
                     summary.skipped += 1
-                    summary.errors.append(asdict(item))
+                    summary.add_error(name, item.line, item.reason.replace(path, name))
                     continue
                 summary.papers_read += 1
                 bar.update(1)
-                where = f"{path}:{line}"
+                where = f"{name}:{line}"
                 if item.paper_id in seen:
                     summary.skipped += 1
                     summary.papers_read -= 1
                     reason = f"duplicate paper id {item.paper_id} (first at {seen[item.paper_id]})"
-                    summary.errors.append(asdict(Skipped(path, line, reason)))
+                    summary.add_error(name, line, reason)
                     continue
                 seen[item.paper_id] = where
+                for note in item.notes:
+                    summary.add_warning(name, line, note)
                 yield item
 
     def _write_batch(self, papers: list[Paper], summary: IngestSummary) -> None:

@@ -9,6 +9,7 @@ ones keep their usual names (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -155,12 +156,35 @@ class ApiSettings(_Group):
     )
     rate_limit: str = Field(
         "120/minute",
-        description="Requests per client (API key, else address) to /v1, in the `limits` "
-        "notation ('120/minute', '10/second;300/hour'); empty disables it.",
+        description="Requests per client to /v1, in the `limits` notation ('120/minute', "
+        "'10/second;300/hour'); empty disables it. A client is the API key that passed "
+        "auth, else (open reads) the client address; an unchecked token counts for nothing.",
+    )
+    auth_failure_limit: str = Field(
+        "10/minute",
+        description="Wrong API keys per client address (`limits` notation). Past it, every "
+        "request with a key from that address gets 429 before its key is compared, until "
+        "the window moves on; empty disables it.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "names the client (JSON list, e.g. '[\"10.0.0.5\"]'). Empty (default): the "
+        "header is ignored and the TCP peer is the client.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"'{item}' is not an IP address or network") from exc
+        return [item.strip() for item in value]
 
 
 class Settings(BaseSettings):

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+# An absolute link with nothing that could end an HTML attribute or a markdown link.
+_WEB_URL = re.compile(r"https?://[^\s<>\"'`\\]+", re.IGNORECASE)
+
+
+def web_url(url: str | None) -> str | None:
+    """`url` if it is an absolute http(s) link, else None. Only such links are stored
+    or shown: never javascript:, data:, relative links or markup."""
+    if not url or not _WEB_URL.fullmatch(url):
+        return None
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    return url if host else None
 
 
 @dataclass(frozen=True)
@@ -24,10 +41,14 @@ class Paper:
     code_links: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     """Whatever else the source carried (CSV columns, BibTeX fields), as strings."""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """What the loader changed about the record (a dropped link); reported, not stored."""
 
     def content_hash(self) -> str:
         """Changes whenever anything stored about the paper changes."""
-        payload = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        data = asdict(self)
+        del data["notes"]
+        payload = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -87,6 +108,9 @@ class PaperHit:
     start: int = 0
     end: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", web_url(self.url))  # stores ingested before the check
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -117,6 +141,9 @@ class Source:
     passages: list[Passage] = field(default_factory=list)
     year: int | None = None
 
+    def __post_init__(self) -> None:
+        self.url = web_url(self.url)  # stores ingested before the check
+
     def summary(self) -> dict[str, Any]:
         return {
             "n": self.n,
@@ -138,6 +165,9 @@ class Citation(BaseModel):
     start: int
     end: int
     """`quote == abstract[start:end]` of the paper: what the page highlights."""
+
+    def __post_init__(self) -> None:
+        self.url = web_url(self.url)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import MetricsDep, SettingsDep, StoreDep
+from api.errors import redact_paths, without_userinfo
 from rag.generate import check_generator
 from rag.store import Store
 
@@ -19,18 +22,33 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+# /readyz is open to anyone (load balancers call it without a key): it names no file,
+# directory or model path of this machine, and no credentials inside a URL.
 def _store_status(store: Store) -> dict[str, object]:
+    kind = "server" if "://" in store.location else "embedded"
     try:
         store.heartbeat()
         return {
             "ok": True,
-            "location": store.location,
+            "kind": kind,
             "collection": store.name,
             "papers": store.paper_count(),
             "chunks": store.count(),
         }
     except Exception as exc:  # a store that answers heartbeat but fails reads is not ready
-        return {"ok": False, "location": store.location, "error": str(exc)}
+        error = str(exc).replace(store.location, f"the {kind} store")
+        return {"ok": False, "kind": kind, "error": redact_paths(error)}
+
+
+def _llm_status(status: dict[str, object]) -> dict[str, object]:
+    out = {k: v for k, v in status.items() if k != "model_path"}
+    if "model_path" in status:
+        out["model"] = os.path.basename(str(status["model_path"]))
+    if isinstance(out.get("base_url"), str):
+        out["base_url"] = without_userinfo(str(out["base_url"]))
+    if isinstance(out.get("error"), str):
+        out["error"] = redact_paths(str(out["error"]))
+    return out
 
 
 @router.get(
@@ -41,8 +59,10 @@ def _store_status(store: Store) -> dict[str, object]:
 )
 async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
     store_status = await run_in_threadpool(_store_status, store)
-    llm = await run_in_threadpool(
-        check_generator, settings.llm, settings, min(3.0, settings.request_timeout)
+    llm = _llm_status(
+        await run_in_threadpool(
+            check_generator, settings.llm, settings, min(3.0, settings.request_timeout)
+        )
     )
     if not store_status["ok"]:
         status, code = "unavailable", 503

@@ -11,6 +11,7 @@ because an OpenAI client cannot take back text it has already shown.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from api.errors import NotFound
 from rag.generate import generator_names
 from rag.settings import Settings
 from rag.text import sentence_spans
-from rag.types import Answer
+from rag.types import Answer, web_url
 
 router = APIRouter(tags=["openai"], dependencies=[Reader])
 
@@ -102,13 +103,37 @@ def list_models(settings: SettingsDep) -> dict[str, Any]:
     }
 
 
+# Characters with a meaning in markdown or HTML that could make stored text (titles,
+# abstract sentences) into markup, links or images in a client that renders the reply.
+_MARKUP = re.compile(r"\[\d+\]|[\\`*_\[\]<>!|~]")
+_MARKER_THEN_LINK = re.compile(r"(\[\d+\])([(\[:])")
+
+
+def plain(text: str, *, markers: bool = False) -> str:
+    """`text` with markdown and HTML neutralised by backslash escapes (CommonMark's own
+    way to say "this character is literal"), so a renderer shows it as typed. With
+    `markers`, citation markers [n] stay as they are but cannot start a link."""
+
+    def escape(m: re.Match[str]) -> str:
+        s = m.group(0)
+        if len(s) > 1:  # [n]
+            return s if markers else f"\\[{s[1:-1]}\\]"
+        return "\\" + s
+
+    out = _MARKUP.sub(escape, text)
+    return _MARKER_THEN_LINK.sub(r"\1\\\2", out) if markers else out
+
+
 def references(answer: Answer) -> str:
+    """The answer, then one line per citation: plain text whatever the papers hold,
+    links only as http(s) autolinks."""
     if not answer.citations:
-        return answer.answer
-    lines = [answer.answer, "", "References:"]
+        return plain(answer.answer, markers=True)
+    lines = [plain(answer.answer, markers=True), "", "References:"]
     for c in answer.citations:
-        where = f" {c.url}" if c.url else f" ({c.paper_id})"
-        lines.append(f"[{c.n}] {c.title}.{where}")
+        url = web_url(c.url)
+        where = f" <{url}>" if url else f" ({plain(c.paper_id)})"
+        lines.append(f"[{c.n}] {plain(c.title)}.{where}")
     return "\n".join(lines)
 
 
@@ -158,6 +183,9 @@ async def completions(
         )
     if body.n != 1:
         raise Invalid("only n=1 is supported", param="n")
+    # The cap counts what was sent, system messages too, not what is kept of it.
+    if len(body.messages) > settings.api.max_messages:
+        raise Invalid(f"at most {settings.api.max_messages} messages per request", param="messages")
     turns = [(m.role, m.text()) for m in body.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1][0] != "user":
         raise Invalid("the last message must come from the user", param="messages")

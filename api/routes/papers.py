@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Admin, ChainDep, EmbeddingsDep, Reader, SettingsDep, StoreDep
 from api.errors import ApiError, NotFound
+from rag.types import web_url
 
 router = APIRouter(tags=["papers"])
 _WRITE_LOCK = threading.Lock()  # one write at a time per process
@@ -58,7 +59,7 @@ def paper_out(meta: dict[str, Any], *, with_abstract: bool = True) -> PaperOut:
         paper_id=str(meta["paper_id"]),
         title=str(meta["title"]),
         abstract=str(meta.get("abstract", "")) if with_abstract else None,
-        url=meta.get("url"),
+        url=web_url(meta.get("url")),
         year=meta.get("year"),
         authors=list(meta.get("authors") or []),
         categories=list(meta.get("categories") or []),
@@ -133,7 +134,8 @@ def delete_paper(
     summary="Ingest an uploaded file (admin key)",
     description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX or listing text as "
     "multipart field `file`. Returns the ingest summary; malformed records are "
-    "reported in `skipped` with their line and the rest is stored.",
+    "counted in `skipped`, the first 100 listed in `errors` with their line "
+    "(`errors_total` counts them all), and the rest is stored.",
     dependencies=[Admin],
 )
 async def ingest_upload(
@@ -169,7 +171,8 @@ async def ingest_upload(
 
         def run() -> dict[str, Any]:
             with _WRITE_LOCK:
-                return job.run([path], fmt=format, prune=prune).to_json()
+                # Reported under the client's file name, never our temporary path.
+                return job.run([path], fmt=format, prune=prune, names=[name]).to_json()
 
         try:
             summary = await run_in_threadpool(run)
@@ -177,6 +180,4 @@ async def ingest_upload(
             raise ApiError(str(exc).replace(path, name), param="file") from exc
         finally:
             chain.retriever.lexical.invalidate()  # read our own write, without a stall
-    for item in summary["errors"]:
-        item["file"] = name  # the client's file name, not our temporary path
     return summary

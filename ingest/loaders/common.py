@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from rag.types import Paper
+from rag.types import Paper, web_url
 
 _WS = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -178,16 +178,21 @@ def make_paper(
     for name, values in fields.items():
         if any(_has_undecodable(str(v)) for v in values):
             raise RecordError(f"{name}: text is not valid UTF-8")
+    link = clean_text(url)
+    notes: tuple[str, ...] = ()
+    if link and web_url(link) is None:  # javascript:, data:, relative: never shown to clients
+        notes = ("url dropped: not an absolute http(s) link",)
     return Paper(
         paper_id=aid or given or slug_id(title_s),
         title=title_s,
         abstract=abstract_s,
         authors=tuple(a for a in (clean_text(x) for x in authors) if a),
         year=parse_year(year),
-        url=clean_text(url) or (arxiv_url(aid) if aid else None),
+        url=web_url(link) or (arxiv_url(aid) if aid else None),
         categories=tuple(c for c in (clean_text(x) for x in categories) if c),
         code_links=code_links(abstract_s),
         extra={k: clean_text(v) for k, v in (extra or {}).items() if clean_text(v)},
+        notes=notes,
     )
 
 
