@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 # An absolute link with nothing that could end an HTML attribute or a markdown link.
 _WEB_URL = re.compile(r"https?://[^\s<>\"'`\\]+", re.IGNORECASE)
@@ -166,8 +166,10 @@ class Citation(BaseModel):
     end: int
     """`quote == abstract[start:end]` of the paper: what the page highlights."""
 
-    def __post_init__(self) -> None:
-        self.url = web_url(self.url)
+    @field_validator("url")
+    @classmethod
+    def _web_only(cls, url: str | None) -> str | None:
+        return web_url(url)  # stores ingested before the check
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
