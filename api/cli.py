@@ -187,12 +187,48 @@ def ask(
 @app.command("eval")
 def evaluate(
     dataset: Annotated[
-        Path | None, typer.Option(help="Questions (JSONL); default evals/data/dev.jsonl.")
+        str | None,
+        typer.Option(
+            help="sample (default: the sample corpus, evals/data/dev.jsonl) or pubmedqa "
+            "(../shared/corpus/pubmedqa beside the repo); a questions file is still taken "
+            "as questions over the sample corpus."
+        ),
     ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Corpus file to ingest (default: the dataset's).")
+    ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Questions (JSONL: gold_paper_ids + kind, or gold_paper + conclusion); "
+            "default: the dataset's."
+        ),
+    ] = None,
+    foreign: Annotated[
+        Path | None,
+        typer.Option(
+            help="Questions this corpus does not cover, which should be refused "
+            "(default: the other known dataset's)."
+        ),
+    ] = None,
+    no_foreign: Annotated[
+        bool, typer.Option("--no-foreign", help="Ask no foreign questions.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option(help="Report name: eval-<name>.* (default: the dataset's).")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="A seeded sample of N questions (and foreign questions)."),
+    ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(help="Keep the ingested stores in <out>/.cache, keyed by the corpus hash."),
+    ] = True,
     llm: Annotated[
         str, typer.Option(help="Generator for both configurations: extractive, openai, ...")
     ] = "extractive",
-    out: Annotated[Path, typer.Option(help="Where eval.json, eval.md and eval.png go.")] = Path(
+    out: Annotated[Path, typer.Option(help="Where the eval .json, .md and .png go.")] = Path(
         "reports"
     ),
     judge: Annotated[
@@ -204,20 +240,21 @@ def evaluate(
     ] = None,
 ) -> None:
     """Measure retrieval and answers of citeqa and a LangChain-tutorial baseline."""
-    from evals.dataset import DEV_SET
+    from evals.dataset import resolve
     from evals.run import evaluate as run_eval
     from evals.run import markdown
 
-    dataset = dataset or DEV_SET
-    if not dataset.is_file():
-        _fail(f"{dataset}: no such file")
     _check_generator(llm, "--llm")
     try:
-        report = run_eval(dataset, llm, out, judge_url=judge, judge_model=judge_model)
+        spec = resolve(dataset, corpus, questions, foreign, no_foreign, name)
+        report = run_eval(
+            spec, llm, out, limit=limit, cache=cache, judge_url=judge, judge_model=judge_model
+        )
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(markdown(report))
-    typer.echo(f"wrote {out}/eval.json, eval.md, eval.png", err=True)
+    stem = report["stem"]
+    typer.echo(f"wrote {out}/{stem}.json, {stem}.md, {stem}.png", err=True)
 
 
 @app.command()

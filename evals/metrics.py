@@ -80,6 +80,48 @@ def citation_recall(cited_papers: Iterable[str], gold: Iterable[str]) -> float |
     return len(cited & gold) / len(gold)
 
 
+def gold_cited(cited_papers: Iterable[str], gold: Iterable[str]) -> float | None:
+    """1.0 if the answer cites a gold paper, else 0 (also when it cites nothing).
+    None for a question without gold papers."""
+    gold = set(gold)
+    if not gold:
+        return None
+    return 1.0 if set(cited_papers) & gold else 0.0
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words of 3+ characters (letters and digits), markers left out."""
+    return [w for w in _WORD.findall(MARKER.sub(" ", text).lower()) if len(w) >= 3]
+
+
+def conclusion_in_answer(
+    sentences: Iterable[str],
+    conclusion: str | None,
+    min_words: int = 5,
+    min_share: float = 0.6,
+) -> float | None:
+    """1.0 if some sentence of the answer, of `min_words`+ words, has at least
+    `min_share` of its words among the conclusion's (words: `content_words`, so
+    lower-cased and 3+ characters; repeats count each time), else 0. None when
+    the question has no gold conclusion."""
+    if not conclusion or not conclusion.strip():
+        return None
+    vocabulary = set(content_words(conclusion))
+    for sentence in sentences:
+        ws = content_words(sentence)
+        if len(ws) >= min_words and sum(w in vocabulary for w in ws) >= min_share * len(ws) - 1e-9:
+            return 1.0
+    return 0.0
+
+
+def share(flags: Sequence[bool]) -> float | None:
+    """The share of true flags (refused foreign questions, say); None when empty."""
+    return sum(map(bool, flags)) / len(flags) if flags else None
+
+
 def refusal_scores(
     refused: Sequence[bool], should_refuse: Sequence[bool]
 ) -> dict[str, float | None]:

@@ -1,6 +1,7 @@
 """`citeqa eval`: retrieval and answer quality of citeqa against a baseline, in one run.
 
-Two configurations answer every dev question over the sample corpus:
+Two configurations answer every question of a dev set (a corpus and questions
+over it, `evals/dataset.py`: the sample by default, or `pubmedqa`):
 
 * `citeqa`: the default settings (800/200 chunks, hybrid retrieval, relevance
   gate, citation verification);
@@ -10,13 +11,19 @@ Two configurations answer every dev question over the sample corpus:
 
 Both use the same embedding model and the same generator (`--llm`), so the
 difference is the pipeline. Retrieval is measured for BM25 only, dense only
-and hybrid (citeqa) and for the baseline's dense chunks. Results go to
-`reports/eval.json`, `reports/eval.md` and `reports/eval.png`.
+and hybrid (citeqa) and for the baseline's dense chunks. Both also answer the
+foreign questions (the other field's dev set), which the corpus does not cover
+and should refuse. Results go to `reports/eval.{json,md,png}` for the sample
+and `reports/eval-<name>.{json,md,png}` for another dataset (`-limit<N>` added
+for a subset run). Both configurations' stores are kept under
+`reports/.cache/corpus-<sha256 of the corpus file>/`, so a second run over the
+same corpus ingests nothing and a changed corpus gets a new store.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import platform
@@ -29,8 +36,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 
 from evals import metrics as M
-from evals.dataset import DEV_SET, load_dataset
-from rag.settings import SAMPLE_CORPUS as SAMPLE
+from evals.dataset import DatasetError, EvalSpec, load_dataset, resolve, subset
 from rag.types import Paper, Source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,14 +74,15 @@ def corpus(path: Path) -> dict[str, Paper]:
 class CiteQA:
     name = "citeqa"
 
-    def __init__(self, settings: Any, embeddings: Embeddings, sample: Path) -> None:
+    def __init__(self, settings: Any, embeddings: Embeddings, corpus_path: Path) -> None:
         from ingest.job import IngestJob
         from rag.chain import build_chain
 
         self.settings = settings
         self.chain = build_chain(settings, embeddings=embeddings)
+        # In a cached store, unchanged papers cost nothing; prune keeps it equal to the file.
         IngestJob(self.chain.retriever.store, embeddings, settings, progress=False).run(
-            [str(sample)]
+            [str(corpus_path)], prune=True
         )
 
     def describe(self) -> dict[str, Any]:
@@ -112,8 +119,14 @@ class Baseline:
     name = "baseline"
 
     def __init__(
-        self, settings: Any, embeddings: Embeddings, sample: Path, papers: dict[str, Paper]
+        self,
+        settings: Any,
+        embeddings: Embeddings,
+        papers: dict[str, Paper],
+        persist: Path | None = None,
     ) -> None:
+        """`persist`: a directory for the tutorial's Chroma, reused when it holds a
+        finished build of the same documents and model (else rebuilt); None: in memory."""
         import chromadb
         from langchain_chroma import Chroma
         from langchain_core.documents import Document
@@ -131,13 +144,44 @@ class Baseline:
                 for pid, p in papers.items()
             ]
         )
-        self.store = Chroma.from_documents(
-            docs,
-            embeddings,
-            client=chromadb.EphemeralClient(),
-            collection_name="eval-baseline",
-            collection_metadata={"hnsw:space": "cosine"},
-        )
+        key = hashlib.sha256(
+            json.dumps(
+                [settings.embedding.provider, settings.embedding.model]
+                + [[d.metadata["paper_id"], d.page_content] for d in docs]
+            ).encode()
+        ).hexdigest()[:16]
+        name = "eval-baseline"
+        marker = persist / "built.json" if persist is not None else None
+        if persist is None:
+            client = chromadb.EphemeralClient()
+        else:
+            persist.mkdir(parents=True, exist_ok=True)
+            client = chromadb.PersistentClient(
+                path=str(persist), settings=chromadb.Settings(anonymized_telemetry=False)
+            )
+        kwargs: dict[str, Any] = {
+            "client": client,
+            "collection_name": name,
+            "collection_metadata": {"hnsw:space": "cosine"},
+        }
+        reuse = False
+        if marker is not None and marker.is_file():
+            if json.loads(marker.read_text()) == {"key": key, "chunks": len(docs)}:
+                self.store = Chroma(embedding_function=embeddings, **kwargs)
+                reuse = self.store._collection.count() == len(docs)
+        if not reuse:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+            if name in [getattr(c, "name", c) for c in client.list_collections()]:
+                client.delete_collection(name)
+            self.store = Chroma.from_documents(
+                docs,
+                embeddings,
+                ids=[f"{i}" for i in range(len(docs))],
+                **kwargs,
+            )
+            if marker is not None:  # written last: a killed build is rebuilt next time
+                marker.write_text(json.dumps({"key": key, "chunks": len(docs)}))
         self.retriever = self.store.as_retriever(search_kwargs={"k": BASELINE_K})
         self.encoder = SentenceEncoder(embeddings)
         self._generators: dict[str, Any] = {}
@@ -227,50 +271,66 @@ def supported_share(outcome: Outcome, papers: dict[str, Paper], encoder: Any) ->
     return sum(checks) / len(checks) if checks else None
 
 
-def score_answers(
-    rows: list[dict],
-    outcomes: list[Outcome],
-    papers: dict[str, Paper],
-    encoder: Any,
-    judge: Any = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    per_q = []
-    for row, o in zip(rows, outcomes, strict=True):
-        gold = set(row["gold_paper_ids"])
-        cited_papers = [o.cited[n] for n in M.markers(o.text) if n in o.cited]
-        answerable = row["kind"] != "unanswerable"
-        per_q.append(
-            {
-                "id": row["id"],
-                "kind": row["kind"],
-                "refused": o.refused,
-                "degraded": o.degraded,
-                "validity": M.citation_validity(o.text, o.cited, o.retrieved),
-                "precision": M.citation_precision(cited_papers, gold)
-                if answerable and not o.refused
-                else None,
-                "recall": M.citation_recall(cited_papers, gold)
-                if row["kind"] == "multi" and not o.refused
-                else None,
-                "support": supported_share(o, papers, encoder),
-                "must_contain": M.contains(o.text, row.get("must_contain")),
-                "words": M.words(o.text),
-                "timings": {k: round(v, 5) for k, v in o.timings.items()},
-                "answer": o.text,
-            }
-        )
-        if judge is not None and not o.refused:
-            per_q[-1]["judge"] = judge.score(row["question"], o.text, o.quotes)
+def answer_sentences(text: str) -> list[str]:
+    """The answer's sentences, line by line (a paragraph break ends a sentence)."""
+    from rag.text import sentence_spans
+
+    return [line[a:b] for line in text.split("\n") for a, b in sentence_spans(line)]
+
+
+def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
+    """One question's answer metrics, support aside (that needs the encoder).
+    Answer metrics of a refused question are None: a refusal is counted by the
+    refusal metrics, not as a wrong answer."""
+    gold = row["gold_paper_ids"]
+    cited_papers = list(dict.fromkeys(o.cited[n] for n in M.markers(o.text) if n in o.cited))
+    answered = not o.refused
+    answerable = row["kind"] != "unanswerable"
+    single = answered and row["kind"] == "single"
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "question": row["question"],
+        "refused": o.refused,
+        "degraded": o.degraded,
+        "validity": M.citation_validity(o.text, o.cited, o.retrieved),
+        "precision": M.citation_precision(cited_papers, gold) if answerable and answered else None,
+        "single_precision": M.citation_precision(cited_papers, gold) if single else None,
+        "gold_cited": M.gold_cited(cited_papers, gold) if single else None,
+        "recall": M.citation_recall(cited_papers, gold)
+        if row["kind"] == "multi" and answered
+        else None,
+        "conclusion": M.conclusion_in_answer(answer_sentences(o.text), row.get("conclusion"))
+        if answered
+        else None,
+        "must_contain": M.contains(o.text, row.get("must_contain")),
+        "words": M.words(o.text),
+        "cited_papers": cited_papers,
+        "timings": {k: round(v, 5) for k, v in o.timings.items()},
+        "answer": o.text,
+    }
+
+
+def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer table's figures from the per-question scores."""
     refusal = M.refusal_scores(
         [q["refused"] for q in per_q], [r["kind"] == "unanswerable" for r in rows]
     )
+    false_refusals = refusal.pop("wrong_refusals")
+    answerable = sum(r["kind"] != "unanswerable" for r in rows)
     answered = [q for q in per_q if not q["refused"]]
-    summary = {
+    return {
         "citation_validity": M.mean(q["validity"] for q in per_q),
         "citation_precision": M.mean(q["precision"] for q in per_q),
+        "single_cite_precision": M.mean(q["single_precision"] for q in per_q),
+        "gold_cited_rate": M.mean(q["gold_cited"] for q in per_q),
         "citation_recall_multi": M.mean(q["recall"] for q in per_q),
-        "support_rate": M.mean(q["support"] for q in per_q),
+        "support_rate": M.mean(q.get("support") for q in per_q),
+        "conclusion_in_answer": M.mean(q["conclusion"] for q in per_q),
+        "answered": len(answered),
         **refusal,
+        "false_refusals": false_refusals,
+        "false_refusal_rate": false_refusals / answerable if answerable else None,
         "answered_uncovered": sum(
             1
             for q, r in zip(per_q, rows, strict=True)
@@ -280,6 +340,34 @@ def score_answers(
         "answer_words_median": M.percentile([q["words"] for q in answered], 50),
         "degraded": sum(q["degraded"] for q in per_q),
     }
+
+
+def foreign_scores(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Questions from another field, none of which this corpus covers: all should
+    be refused. None without foreign questions."""
+    refused = [o.refused for o in outcomes]
+    return {
+        "foreign_questions": len(refused),
+        "foreign_refused": sum(refused),
+        "foreign_refusal_rate": M.share(refused),
+    }
+
+
+def score_answers(
+    rows: list[dict],
+    outcomes: list[Outcome],
+    papers: dict[str, Paper],
+    encoder: Any,
+    judge: Any = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    per_q = []
+    for row, o in zip(rows, outcomes, strict=True):
+        q = question_scores(row, o)
+        q["support"] = supported_share(o, papers, encoder)
+        if judge is not None and not o.refused:
+            q["judge"] = judge.score(row["question"], o.text, o.quotes)
+        per_q.append(q)
+    summary = summarise(rows, per_q)
     if judge is not None:
         for key in ("faithfulness", "answer_relevance"):
             summary[f"judge_{key}"] = M.mean(q.get("judge", {}).get(key) for q in per_q)
@@ -314,63 +402,133 @@ def score_retrieval(rows: list[dict], ranked: list[list[str]]) -> dict[str, floa
 # -- the run ---------------------------------------------------------------------------
 
 
+def report_stem(name: str, limit: int | None = None, total: int | None = None) -> str:
+    """`eval` for the sample (as before datasets had names), `eval-<name>` for the
+    others; a subset run adds `-limit<N>` so it never overwrites a full run."""
+    stem = "eval" if name == "sample" else f"eval-{name}"
+    if limit is not None and (total is None or limit < total):
+        stem += f"-limit{limit}"
+    return stem
+
+
+def _store_dir(out: Path, corpus_hash: str, cache: bool) -> Any:
+    """The cached store directory for this corpus file, or a temporary one."""
+    if not cache:
+        return tempfile.TemporaryDirectory(prefix="citeqa-eval-")
+    path = out / ".cache" / f"corpus-{corpus_hash}"
+    path.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(path))
+
+
 def evaluate(
-    dataset: Path,
+    spec: EvalSpec,
     llm: str,
     out: Path,
-    sample: Path = SAMPLE,
+    *,
+    limit: int | None = None,
+    cache: bool = True,
     judge_url: str | None = None,
     judge_model: str | None = None,
 ) -> dict[str, Any]:
-    """Both configurations on `dataset`; writes the reports to `out`. With
-    `judge_url`, an OpenAI-compatible judge also scores faithfulness and relevance."""
+    """Both configurations on `spec`; writes the reports to `out`. `limit`: a
+    seeded sample of that many questions (and foreign questions), for quick
+    checks. `cache`: keep the ingested stores under `out/.cache`, keyed by the
+    corpus file's hash. With `judge_url`, an OpenAI-compatible judge also scores
+    faithfulness and relevance."""
     from rag.embeddings import make_embeddings
     from rag.settings import Settings
     from rag.support import SentenceEncoder
 
-    rows = load_dataset(dataset)
-    papers = corpus(sample)
-    with tempfile.TemporaryDirectory(prefix="citeqa-eval-") as tmp:
-        settings = Settings(data_dir=Path(tmp), llm=llm)  # type: ignore[arg-type]
+    t_run = time.perf_counter()
+    all_rows = load_dataset(spec.questions)
+    if not all_rows:
+        raise DatasetError(f"{spec.questions}: no questions")
+    rows = subset(all_rows, limit)
+    all_foreign = load_dataset(spec.foreign) if spec.foreign is not None else []
+    foreign = subset(all_foreign, limit)
+    papers = corpus(spec.corpus)
+    absent = [r["id"] for r in all_rows if set(r["gold_paper_ids"]) - papers.keys()]
+    if absent:
+        raise DatasetError(
+            f"{len(absent)} questions of {spec.questions} name gold papers that "
+            f"{spec.corpus} does not hold (first: {absent[0]}); wrong --corpus?"
+        )
+    corpus_hash = file_hash(spec.corpus)
+    seconds: dict[str, Any] = {}
+    with _store_dir(out, corpus_hash, cache) as store_dir:
+        settings = Settings(data_dir=Path(store_dir), llm=llm)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
         embeddings = make_embeddings(settings)
         load = getattr(embeddings, "load", None)
         if callable(load):
             load()
         encoder = SentenceEncoder(embeddings)
+        seconds["model_load"] = time.perf_counter() - t0
         judge = None
         if judge_url:
             from evals.judge import Judge  # only here: off and not imported by default
 
             key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
             judge = Judge(judge_url, judge_model or settings.llm_model, key)
-        configs = [
-            CiteQA(settings, embeddings, sample),
-            Baseline(settings, embeddings, sample, papers),
-        ]
+        configs: list[Any] = []
+        t0 = time.perf_counter()
+        configs.append(CiteQA(settings, embeddings, spec.corpus))
+        seconds["citeqa_ingest"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        persist = Path(store_dir) / "baseline" if cache else None
+        configs.append(Baseline(settings, embeddings, papers, persist))
+        seconds["baseline_build"] = time.perf_counter() - t0
         report: dict[str, Any] = {
+            "name": spec.name,
+            "stem": report_stem(spec.name, limit, len(all_rows)),
             "dataset": {
-                "path": str(dataset),
-                "sha256": file_hash(dataset),
+                "path": str(spec.questions),
+                "sha256": file_hash(spec.questions),
                 "questions": len(rows),
+                "questions_in_file": len(all_rows),
+                "subset": {"limit": limit, "seed": 0} if len(rows) < len(all_rows) else None,
                 "kinds": {
                     k: sum(r["kind"] == k for r in rows) for k in sorted({r["kind"] for r in rows})
                 },
+                "with_conclusion": sum(bool(r.get("conclusion")) for r in rows),
             },
-            "corpus": {"path": str(sample), "sha256": file_hash(sample), "papers": len(papers)},
+            "corpus": {"path": str(spec.corpus), "sha256": corpus_hash, "papers": len(papers)},
+            "foreign": {
+                "path": str(spec.foreign),
+                "sha256": file_hash(spec.foreign),
+                "questions": len(foreign),
+                "questions_in_file": len(all_foreign),
+            }
+            if spec.foreign is not None
+            else None,
             "llm": llm,
             "judge": {"url": judge_url, "model": judge_model} if judge_url else None,
             "machine": {"python": platform.python_version(), "cpus": _cpus()},
+            "cache": str(store_dir) if cache else None,
             "configs": {},
         }
         for config in configs:
+            spent: dict[str, float] = {}
+            t0 = time.perf_counter()
             retrieval: dict[str, Any] = {}
             modes = ("bm25", "dense", "hybrid") if config.name == "citeqa" else ("dense",)
             for mode in modes:
                 ranked = [config.ranked(r["question"], mode, 10) for r in rows]
                 retrieval[mode] = score_retrieval(rows, ranked)
+            spent["retrieval"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             config.answer(rows[0]["question"], llm)  # warm caches: latency is steady state
             outcomes = [config.answer(r["question"], llm) for r in rows]
+            spent["answers"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            foreign_outcomes = [config.answer(r["question"], llm) for r in foreign]
+            spent["foreign"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             answers, per_q = score_answers(rows, outcomes, papers, encoder, judge)
+            if spec.foreign is not None:
+                answers.update(foreign_scores(foreign_outcomes))
+            spent["scoring"] = time.perf_counter() - t0
+            seconds[config.name] = spent
             description = config.describe()
             report["configs"][config.name] = {
                 "settings": description,
@@ -381,9 +539,22 @@ def evaluate(
                 "answers": answers,
                 "latency": latency(outcomes),
                 "questions": per_q,
+                "foreign_questions": [
+                    {"id": r["id"], "refused": o.refused}
+                    | ({} if o.refused else {"question": r["question"], "answer": o.text})
+                    for r, o in zip(foreign, foreign_outcomes, strict=True)
+                ],
             }
+    seconds["total"] = time.perf_counter() - t_run
+    report["seconds"] = _round(seconds)
     write_reports(report, out)
     return report
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    return round(value, 1) if isinstance(value, float) else value
 
 
 def _cpus() -> int:
@@ -403,12 +574,18 @@ def _fmt(v: Any) -> str:
 ANSWER_ROWS = [
     ("citation_validity", "citation validity"),
     ("citation_precision", "citation precision"),
+    ("single_cite_precision", "cite precision (single-paper)"),
+    ("gold_cited_rate", "gold paper cited (answered single-paper)"),
     ("citation_recall_multi", "citation recall (multi-paper)"),
     ("support_rate", "support rate"),
+    ("conclusion_in_answer", "conclusion in answer (answered, with conclusion)"),
+    ("answered", "questions answered"),
     ("refusal_precision", "refusal precision"),
     ("refusal_recall", "refusal recall"),
-    ("wrong_refusals", "wrong refusals (answerable refused)"),
+    ("false_refusals", "false refusals (answerable refused)"),
+    ("false_refusal_rate", "false refusal rate"),
     ("answered_uncovered", "uncovered questions answered"),
+    ("foreign_refusal_rate", "foreign questions refused (share)"),
     ("must_contain_hit_rate", "must-contain hit rate"),
     ("answer_words_median", "answer words (median)"),
     ("degraded", "degraded answers"),
@@ -419,13 +596,27 @@ ANSWER_ROWS = [
 
 def markdown(report: dict[str, Any]) -> str:
     names = list(report["configs"])
-    d = report["dataset"]
+    d, c, f = report["dataset"], report["corpus"], report["foreign"]
+    subset_note = (
+        f" (a sample of {d['questions']} of the file's {d['questions_in_file']}, seed "
+        f"{d['subset']['seed']}: not a full run)"
+        if d.get("subset")
+        else ""
+    )
     lines = [
-        "# citeqa eval",
+        f"# citeqa eval: {report['name']}",
         "",
-        f"Dataset `{d['path']}` (sha256 {d['sha256']}): {d['questions']} questions "
+        f"Questions `{d['path']}` (sha256 {d['sha256']}): {d['questions']} questions"
+        + subset_note
+        + ", "
         + ", ".join(f"{n} {k}" for k, n in d["kinds"].items())
-        + f". Generator: `{report['llm']}`. Machine: {report['machine']['cpus']} cores.",
+        + f"; {d['with_conclusion']} with a gold conclusion.",
+        f"Corpus `{c['path']}` (sha256 {c['sha256']}): {c['papers']} papers.",
+        f"Foreign questions (should be refused) `{f['path']}`: {f['questions']}."
+        if f
+        else "Foreign questions: none.",
+        f"Generator: `{report['llm']}`. Machine: {report['machine']['cpus']} cores."
+        + (f" Run time: {report['seconds']['total']:.0f} s." if "seconds" in report else ""),
         "",
         "## Retrieval (paper level, questions with gold papers)",
         "",
@@ -467,6 +658,25 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _best_retrieval(c: dict[str, Any], key: str) -> float | None:
+    return c["retrieval"].get("hybrid", c["retrieval"].get("dense"))[key]
+
+
+CHART = [
+    ("recall@5", lambda c: _best_retrieval(c, "recall@5")),
+    ("MRR@10", lambda c: _best_retrieval(c, "mrr@10")),
+    ("citation\nvalidity", lambda c: c["answers"]["citation_validity"]),
+    ("cite precision\n(single)", lambda c: c["answers"]["single_cite_precision"]),
+    ("gold paper\ncited", lambda c: c["answers"]["gold_cited_rate"]),
+    ("support\nrate", lambda c: c["answers"]["support_rate"]),
+    ("conclusion\nin answer", lambda c: c["answers"]["conclusion_in_answer"]),
+    ("false\nrefusal rate", lambda c: c["answers"]["false_refusal_rate"]),
+    ("refusal\nrecall", lambda c: c["answers"]["refusal_recall"]),
+    ("foreign\nrefused", lambda c: c["answers"].get("foreign_refusal_rate")),
+    ("must-contain\nhit rate", lambda c: c["answers"]["must_contain_hit_rate"]),
+]
+
+
 def chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -474,19 +684,14 @@ def chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(report["configs"])
+    # A figure no configuration has (no multi-paper or uncovered questions) is left
+    # out rather than drawn as a zero bar.
     metrics = [
-        (
-            "recall@5",
-            lambda c: c["retrieval"].get("hybrid", c["retrieval"].get("dense"))["recall@5"],
-        ),
-        ("MRR@10", lambda c: c["retrieval"].get("hybrid", c["retrieval"].get("dense"))["mrr@10"]),
-        ("citation\nvalidity", lambda c: c["answers"]["citation_validity"]),
-        ("citation\nprecision", lambda c: c["answers"]["citation_precision"]),
-        ("support\nrate", lambda c: c["answers"]["support_rate"]),
-        ("refusal\nrecall", lambda c: c["answers"]["refusal_recall"]),
-        ("must-contain\nhit rate", lambda c: c["answers"]["must_contain_hit_rate"]),
+        (label, fn)
+        for label, fn in CHART
+        if any(fn(report["configs"][n]) is not None for n in names)
     ]
-    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 4.2), dpi=110)
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         vals = [fn(report["configs"][name]) or 0.0 for _, fn in metrics]
@@ -497,7 +702,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.set_xticklabels([m for m, _ in metrics], fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_title(
-        f"citeqa vs baseline on {report['dataset']['questions']} dev questions ({report['llm']})"
+        f"citeqa vs baseline: {report['name']}, {report['dataset']['questions']} questions "
+        f"({report['llm']})"
     )
     ax.legend()
     fig.tight_layout()
@@ -505,23 +711,53 @@ def chart(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(report: dict[str, Any], out: Path) -> None:
+def write_reports(report: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (out / "eval.md").write_text(markdown(report))
-    chart(report, out / "eval.png")
+    stem = report["stem"]
+    paths = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.png"]
+    paths[0].write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    paths[1].write_text(markdown(report))
+    chart(report, paths[2])
+    return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", help="sample (default) or pubmedqa; or a questions file over the sample."
+    )
+    parser.add_argument("--corpus", type=Path, help="Corpus file (default: the dataset's).")
+    parser.add_argument("--questions", type=Path, help="Questions (default: the dataset's).")
+    parser.add_argument("--foreign", type=Path, help="Questions the corpus should refuse.")
+    parser.add_argument("--no-foreign", action="store_true", help="Ask no foreign questions.")
+    parser.add_argument("--name", help="Report name (default: the dataset's).")
+    parser.add_argument("--limit", type=int, help="A seeded sample of N questions.")
+    parser.add_argument("--no-cache", action="store_true", help="Ingest into a temporary store.")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, default=DEV_SET)
+    add_arguments(parser)
     parser.add_argument("--llm", default="extractive", choices=["extractive", "openai", "llamacpp"])
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
     parser.add_argument("--judge", help="Base URL of an OpenAI-compatible judge model.")
     parser.add_argument("--judge-model", help="The judge's model name.")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    try:
+        spec = resolve(
+            args.dataset, args.corpus, args.questions, args.foreign, args.no_foreign, args.name
+        )
+    except DatasetError as exc:
+        parser.error(str(exc))
     report = evaluate(
-        args.dataset, args.llm, args.out, judge_url=args.judge, judge_model=args.judge_model
+        spec,
+        args.llm,
+        args.out,
+        limit=args.limit,
+        cache=not args.no_cache,
+        judge_url=args.judge,
+        judge_model=args.judge_model,
     )
     print(markdown(report))
 
