@@ -102,14 +102,15 @@ def test_killed_runs_then_rerun_equal_one_clean_run(tmp_path: Path, embeddings) 
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["chunks_written"] == 0
-    # BM25 follows: the copy saved on disk carries the store's current stamp and
-    # exactly its chunks, and a reader answers as it would over the clean store.
+    # BM25 follows: ingestion only stamps the store; the first reader builds from it
+    # and saves a copy carrying the store's current stamp and exactly its chunks, and
+    # it answers as a reader over the clean store does.
     killed_settings = Settings(data_dir=data)
     killed_store = open_store(killed_settings)
+    fresh = open_lexical(killed_store, killed_settings).get()
     saved = LexicalIndex.load(lexical_dir(killed_settings))
     assert saved is not None and saved.version == killed_store.version()
     assert sorted(saved.ids) == sorted(clean_state)
-    fresh = open_lexical(killed_store, killed_settings).get()
     clean_index = open_lexical(open_store(clean_settings), clean_settings).get()
     for query in ("regularisation strength study", "diffusion video generation", "agents"):
         assert [h.id for h in fresh.search(query, 10)] == [
