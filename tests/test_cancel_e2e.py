@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import SAMPLE, VENV_BIN, free_port, stop, wait_http
+from tests.helpers import SAMPLE, VENV_BIN, base_env, start_api, stop
 
 pytestmark = pytest.mark.slow
 
@@ -29,31 +29,15 @@ def cpu_seconds(pid: int) -> float:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is needed")
     tmp = tmp_path_factory.mktemp("cancel")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITEQA_")}
-    env.update(
-        CITEQA_DATA_DIR=str(tmp / "data"),
-        CITEQA_LLM_ALLOWED="extractive,llamacpp",
-        CITEQA_RETRIEVAL__WARM_SENTENCES="0",
-        CITEQA_RETRIEVAL__BM25_JIT="0",
-        HF_HUB_OFFLINE="1",
+    env = base_env(CITEQA_DATA_DIR=str(tmp / "data"), CITEQA_LLM_ALLOWED="extractive,llamacpp")
+    subprocess.run(
+        [str(VENV_BIN / "citeqa"), "ingest", str(SAMPLE)], env=env, check=True, capture_output=True
     )
-    citeqa = str(VENV_BIN / "citeqa")
-    subprocess.run([citeqa, "ingest", str(SAMPLE)], env=env, check=True, capture_output=True)
-    port = free_port()
-    log = open(tmp / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [citeqa, "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_api(env, tmp / "serve.log")
     try:
-        wait_http(f"{url}/readyz", timeout=180, proc=proc)
         yield url, proc.pid
     finally:
         stop(proc)
-        log.close()
 
 
 def test_cut_off_answers_stop_their_model_work(server: tuple[str, int]) -> None:
