@@ -11,9 +11,11 @@ import pytest
 
 from ingest.job import IngestJob
 from rag.chain import REFUSAL, Question, build_chain, heuristic_rewrite
+from rag.generate.extractive import intent, rhetoric
 from rag.generate.prompt import format_sources, messages
 from rag.settings import Settings
 from rag.store import open_store
+from rag.support import SourceSentence
 from rag.types import Filters, Source
 from rag.warmup import warm_sentences
 from tests.helpers import SAMPLE, assert_valid_answer
@@ -265,3 +267,58 @@ def test_warm_up_embeds_abstract_sentences_ahead_of_questions(
     before = len(chain.encoder._cache)
     chain.invoke(Question("How do randomized tree ensembles regulate their smoothness?"))
     assert len(chain.encoder._cache) - before < 10
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Which papers study learning with noisy labels?", "set"),
+        ("What approaches align language models with human preferences?", "set"),
+        ("What do the papers here say about sharpness and generalization?", "set"),
+        ("What works measure bias in text-to-image models?", "set"),
+        ("How does HelixSurf reconstruct indoor scenes?", "single"),
+        ("Which paper reconstructs indoor scenes from multi-view images?", "single"),
+        ("What accuracy do scaled MLPs reach on CIFAR10?", "single"),
+        ("Is the international normalised ratio reliable?", "single"),
+    ],
+)
+def test_answer_intent_tells_a_set_question_from_a_single_one(question, kind) -> None:
+    assert intent(question) == kind
+
+
+def _sentence(abstract: str, text: str) -> SourceSentence:
+    src = Source(n=1, paper_id="p", title="t", abstract=abstract, url=None, score=1, dense=1)
+    start = abstract.index(text)
+    return SourceSentence(src, start, start + len(text))
+
+
+def test_findings_and_conclusions_outrank_aims_and_methods() -> None:
+    abstract = (
+        "The aim of this study was to assess whether early mobilisation shortens recovery. "
+        "Forty patients were enrolled and randomised to two arms. "
+        "Early mobilisation shortened recovery by three days on average. "
+        "These results suggest that early mobilisation should be routine."
+    )
+    aim, method, finding, conclusion = (
+        _sentence(abstract, s + ".") for s in (x.strip() for x in abstract.split(".")[:4])
+    )
+    assert rhetoric(conclusion) > rhetoric(finding) >= 1.0 > rhetoric(method) > rhetoric(aim)
+
+
+def test_a_single_paper_question_cites_only_that_paper(chain, sample_store) -> None:
+    answer = chain.invoke(
+        Question(
+            "How can multi-view stereo and neural implicit surfaces regularize each other when "
+            "reconstructing indoor rooms?"
+        )
+    )
+    assert {c.paper_id for c in answer.citations} == {HELIX}
+    assert_valid_answer(answer, sample_store)
+
+
+def test_a_set_question_cites_several_papers(chain, sample_store) -> None:
+    answer = chain.invoke(
+        Question("Which papers build certifiably robust classifiers with randomized smoothing?")
+    )
+    assert len({c.paper_id for c in answer.citations}) >= 2
+    assert_valid_answer(answer, sample_store)

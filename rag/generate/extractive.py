@@ -27,7 +27,9 @@ MAX_PER_PAPER = 2
 MAX_PAPERS = 4
 MAX_SOURCES = 5  # sources whose sentences are candidates
 SHORTLIST = 24  # candidate sentences embedded per question
-PAPER_FLOOR = 0.8  # a paper is kept if its best sentence reaches this share of the best
+PAPER_FLOOR = 0.9  # a paper is kept if its best sentence reaches this share of the best
+SET_FLOOR = 0.8  # the same for a question about a set of papers ("which papers ...")
+SET_MAX_PAPERS = 5
 REDUNDANT = 0.85  # cosine above which a sentence repeats one already picked
 RELATIVE_FLOOR = 0.7  # keep sentences scoring at least this share of the best one
 LAMBDA = 0.75
@@ -36,10 +38,27 @@ _BOILERPLATE = re.compile(
 )
 
 
+# "Which papers ...", "what works/methods/approaches ...", "what do the papers say ...":
+# the answer is every paper that answers, not the one that answers best.
+_SET = re.compile(
+    r"^\W*(which|what)\s+(other\s+)?(papers|works?|studies|articles|approaches|methods|"
+    r"techniques)\b|\b(the|these|several|other|which) (papers|works|studies|articles)\b",
+    re.I,
+)
+
+
+def intent(question: str) -> str:
+    """'set' for a question about a set of papers, else 'single' (one paper or a fact)."""
+    return "set" if _SET.search(question) else "single"
+
+
 @dataclass
 class _Candidate:
     sentence: SourceSentence
     relevance: float
+    """How well it answers: topical relevance weighted by its rhetorical role."""
+    topical: float
+    """How close it is to the question, whatever its role: decides which papers stay."""
 
 
 class ExtractiveGenerator:
@@ -80,7 +99,12 @@ class ExtractiveGenerator:
             in_passage = any(
                 pid == c.source.paper_id and a <= c.start and c.end <= b for pid, a, b in matched
             )
-            return overlap(q_terms, term_set(c.text)) + (0.3 if in_passage else 0.0)
+            closing = not c.source.abstract[c.end :].strip()  # usually the conclusion
+            return (
+                overlap(q_terms, term_set(c.text))
+                + (0.3 if in_passage else 0.0)
+                + (CLOSING_SHORTLIST if closing else 0.0)
+            )
 
         cands = sorted(cands, key=cheap, reverse=True)[:SHORTLIST]
         q_vec = self.encoder.encode_query(question, query_vector)
@@ -89,28 +113,39 @@ class ExtractiveGenerator:
         scored = []
         for i, c in enumerate(cands):
             rel = 0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, term_set(c.text))
-            scored.append(_Candidate(c, rel * rank_prior[c.source.paper_id] * rhetoric(c)))
+            topical = rel * rank_prior[c.source.paper_id]
+            scored.append(_Candidate(c, topical * rhetoric(c), topical))
         # Papers whose best sentence is far below the best paper's add noise, not answers.
+        # Which papers answer is a question of topic; which of their sentences to quote,
+        # of role (a finding over its motivation).
         paper_best: dict[str, float] = {}
         for c in scored:
             pid = c.sentence.source.paper_id
-            paper_best[pid] = max(paper_best.get(pid, 0.0), c.relevance)
+            paper_best[pid] = max(paper_best.get(pid, 0.0), c.topical)
         top_paper = max(paper_best.values())
+        is_set = intent(question) == "set"
+        floor, most = (SET_FLOOR, SET_MAX_PAPERS) if is_set else (PAPER_FLOOR, MAX_PAPERS)
         kept = sorted(
-            (p for p, v in paper_best.items() if v >= PAPER_FLOOR * top_paper),
+            (p for p, v in paper_best.items() if v >= floor * top_paper),
             key=paper_best.__getitem__,
             reverse=True,
-        )[:MAX_PAPERS]
+        )[:most]
         scored = [c for c in scored if c.sentence.source.paper_id in kept]
         vecs = vecs[[i for i, c in enumerate(cands) if c.source.paper_id in kept]]
-        top = max(c.relevance for c in scored)
+        # Each kept paper answers: its sentences compete with its own best, not with
+        # another paper's, and a set question gets one sentence from each paper first.
+        own_top: dict[str, float] = {}
+        for c in scored:
+            pid = c.sentence.source.paper_id
+            own_top[pid] = max(own_top.get(pid, 0.0), c.relevance)
         per_paper: dict[str, int] = {}
+        cap = 1 if is_set and len(kept) >= 3 else MAX_PER_PAPER
 
         def admit(i: int, sim: float) -> bool:
             pid = scored[i].sentence.source.paper_id
             return (
-                scored[i].relevance >= RELATIVE_FLOOR * top
-                and per_paper.get(pid, 0) < MAX_PER_PAPER
+                scored[i].relevance >= RELATIVE_FLOOR * own_top[pid]
+                and per_paper.get(pid, 0) < cap
                 and sim <= REDUNDANT
             )
 
@@ -172,17 +207,50 @@ _BACKGROUND = re.compile(
     r"understood|long-standing|challenge)",
     re.I,
 )
+# What a study set out to do, and how: the setting of a finding, not the finding.
+_AIM = re.compile(
+    r"\b(the (aims?|purposes?|objectives?|goals?) of (this|the present|our|the) (study|work|"
+    r"paper|review|trial)|we (aimed|sought|set out)|(this|the present) study (aimed|sought|was "
+    r"designed)|was (to|designed to) (investigate|evaluate|assess|determine|examine|compare))",
+    re.I,
+)
+_METHOD = re.compile(
+    r"\b((were|was) (enrolled|recruited|randomi[sz]ed|performed|conducted|carried out|"
+    r"undertaken)|retrospective(ly)? review|we (retrospectively )?(reviewed|enrolled|recruited))",
+    re.I,
+)
+# How abstracts in most fields state what they concluded.
+_CONCLUSION = re.compile(
+    r"^(in conclusion|in summary|to conclude|overall|taken together|together,)|\b(we conclude|"
+    r"(these|our) (results|findings|data) (suggest|indicate|show|demonstrate|support)|"
+    r"(suggests?|indicates?) that|appears? to be|should be (considered|used))",
+    re.I,
+)
+FINDING, BACKGROUND, OPENING = 1.08, 0.9, 0.95
+AIM, METHOD, CONCLUSION, CLOSING = 0.85, 0.9, 1.08, 1.25
+CLOSING_SHORTLIST = 0.2  # the closing sentence is embedded even with few shared words
 
 
 def rhetoric(c: SourceSentence) -> float:
-    """Findings and contributions answer questions; background and motivation rarely do."""
+    """Findings, conclusions and contributions answer questions; background,
+    motivation, aims and methods rarely do. An abstract's closing sentence is
+    usually its conclusion, in every field."""
     factor = 1.0
-    if _FINDING.search(c.text):
-        factor *= 1.08
-    if _BACKGROUND.search(c.text):
-        factor *= 0.9
+    text = c.text
+    if _FINDING.search(text):
+        factor *= FINDING
+    if _BACKGROUND.search(text):
+        factor *= BACKGROUND
+    if _AIM.search(text):
+        factor *= AIM
+    if _METHOD.search(text):
+        factor *= METHOD
+    if _CONCLUSION.search(text):
+        factor *= CONCLUSION
     if c.start == 0:
-        factor *= 0.95  # the opening sentence is usually the field's setting
+        factor *= OPENING  # the opening sentence is usually the field's setting
+    elif not c.source.abstract[c.end :].strip():
+        factor *= CLOSING
     return factor
 
 
