@@ -39,7 +39,7 @@ from rag.types import ChunkHit, Filters, PaperHit, Passage, Source, chunk_id, sp
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
-__all__ = ["Filters", "Mode", "Query", "Retrieval", "Retriever", "STAGES", "search_papers"]
+__all__ = ["Mode", "Query", "Retrieval", "Retriever", "STAGES", "search_papers"]
 
 STAGES = ("candidates", "fuse", "group", "diversify", "read", "rerank", "gate")
 
