@@ -3,7 +3,9 @@
 Two are known by name:
 
 * `sample`: the sample corpus (`data/hf-papers-page.txt`) with
-  `evals/data/dev.jsonl` (single, multi, fact and unanswerable questions);
+  `evals/data/dev.jsonl` (160 questions: 58 single, 35 multi, 35 fact, 32
+  unanswerable; d089-d160 were written from the 61 abstracts, multi rows
+  listing every paper whose abstract answers);
 * `pubmedqa`: `../shared/corpus/pubmedqa/` beside the repository (1,000 PubMed
   abstracts, 500 questions each answerable from exactly one paper).
 

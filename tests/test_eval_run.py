@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,10 @@ def test_loader_rejects_broken_json_and_duplicate_ids(tmp_path) -> None:
 
 def test_the_sample_dev_set_loads_unchanged() -> None:
     rows = load_dataset(DEV_SET)
-    assert len(rows) == 88
-    assert {r["kind"] for r in rows} == {"single", "multi", "fact", "unanswerable"}
-    assert sum(bool(r.get("must_contain")) for r in rows) == 14
+    assert len(rows) == 160
+    kinds = Counter(r["kind"] for r in rows)
+    assert kinds == {"single": 58, "multi": 35, "fact": 35, "unanswerable": 32}
+    assert sum(bool(r.get("must_contain")) for r in rows) == 35
 
 
 def test_the_pubmedqa_dev_set_loads_as_single_questions_with_conclusions() -> None:
