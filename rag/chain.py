@@ -1,7 +1,9 @@
 """The question-answering pipeline: plain steps over one typed `State`.
 
     rewrite (follow-ups, with the chat history) -> retrieve (hybrid, gated)
-      -> generate (a generator from the registry, streamed) -> finish (verify) -> Answer
+      -> answerable (which retrieved papers answer: rag/answerable.py)
+      -> generate (a generator from the registry, streamed, given only those papers)
+      -> finish (verify) -> Answer
 
 There is one pipeline, and it streams: `QAChain.stream(q)` yields `token` and
 `reset` events as the draft is written, then the verified answer;
@@ -29,6 +31,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from rag.answerable import answering_sources, intent
 from rag.embeddings import make_embeddings
 from rag.generate import Generator, Generators, GeneratorUnavailable
 from rag.guard import OutputGuard
@@ -37,7 +40,7 @@ from rag.settings import Settings
 from rag.store import Store, open_store
 from rag.support import SentenceEncoder
 from rag.text import terms
-from rag.types import Answer, Filters
+from rag.types import Answer, Filters, Source
 from rag.verify import verify
 
 REFUSAL = "The corpus does not cover this question."
@@ -92,6 +95,8 @@ class State:
     timings: dict[str, float] = field(default_factory=dict)
     standalone: str = ""
     retrieval: Retrieval | None = None
+    answering: list[Source] = field(default_factory=list)
+    """The retrieved papers that answer the question: what generators may cite."""
     draft: Draft | None = None
     """None when the gate refused: no generator ran."""
 
@@ -195,11 +200,30 @@ def rewrite(parts: Parts, s: State) -> None:
 
 
 def retrieve(parts: Parts, s: State) -> None:
+    """The papers near the question. A question about a set of papers ("which
+    papers ...") looks at more of them, since every one that answers is cited."""
     q = s.q
     t0 = time.perf_counter()
-    s.retrieval = parts.retriever.retrieve(s.standalone, k=q.k, filters=q.filters, mode=q.mode)
+    k = q.k
+    if k is None and intent(s.standalone) == "set":
+        k = max(parts.settings.retrieval.k, parts.settings.retrieval.set_k)
+    s.retrieval = parts.retriever.retrieve(s.standalone, k=k, filters=q.filters, mode=q.mode)
     s.timings.update(s.retrieval.timings)
     s.timings["retrieve"] = time.perf_counter() - t0
+
+
+def answerable(parts: Parts, s: State) -> None:
+    """Of the papers retrieved, the ones that answer (rag/answerable.py): the only
+    ones any generator is given, and so the only ones an answer can cite."""
+    retrieval = s.retrieval
+    assert retrieval is not None
+    if not retrieval.relevant:
+        return
+    t0 = time.perf_counter()
+    s.answering = answering_sources(
+        s.standalone, retrieval.sources, parts.encoder, retrieval.vector
+    )
+    s.timings["answerable"] = time.perf_counter() - t0
 
 
 def generate(parts: Parts, s: State) -> Iterator[str | None]:
@@ -217,12 +241,12 @@ def generate(parts: Parts, s: State) -> Iterator[str | None]:
             draft = Draft("", gen.name, gen.uses_model)
             if gen.uses_model:
                 stream = stream_with_deadline(
-                    lambda stop: gen.stream(s.standalone, retrieval.sources, cancel=stop),
+                    lambda stop: gen.stream(s.standalone, s.answering, cancel=stop),
                     parts.settings.llm_timeout,
                     s.q.cancel,
                 )
             else:
-                stream = gen.stream(s.standalone, retrieval.sources, query_vector=retrieval.vector)
+                stream = gen.stream(s.standalone, s.answering, query_vector=retrieval.vector)
             for piece in stream:
                 pieces.append(piece)
                 yield piece
@@ -233,9 +257,7 @@ def generate(parts: Parts, s: State) -> Iterator[str | None]:
             pieces.clear()
             fallback = parts.generators.fallback
             draft = Draft("", fallback.name, False, degraded=True, reason=str(exc))
-            for piece in fallback.stream(
-                s.standalone, retrieval.sources, query_vector=retrieval.vector
-            ):
+            for piece in fallback.stream(s.standalone, s.answering, query_vector=retrieval.vector):
                 pieces.append(piece)
                 yield piece
         draft.text = "".join(pieces)
@@ -272,14 +294,12 @@ def finish(parts: Parts, s: State) -> Answer:
     assert draft is not None
     t0 = time.perf_counter()
     safe, guarded = parts.guard.clean(draft.text)
-    checked = verify(safe, retrieval.sources, parts.encoder)
+    checked = verify(safe, s.answering, parts.encoder)
     if not checked.citations and draft.from_model:
         # The model wrote nothing the sources support: answer from the sources instead.
         fallback = parts.generators.fallback
-        text = "".join(
-            fallback.stream(s.standalone, retrieval.sources, query_vector=retrieval.vector)
-        )
-        checked = verify(text, retrieval.sources, parts.encoder)
+        text = "".join(fallback.stream(s.standalone, s.answering, query_vector=retrieval.vector))
+        checked = verify(text, s.answering, parts.encoder)
         reason = f"the {draft.generator} answer had no claim the sources support"
         draft = Draft(text, fallback.name, False, True, reason)
     checked.counts["guarded"] = guarded  # sentences the output guard removed
@@ -325,6 +345,7 @@ class QAChain:
         s = State(q)
         rewrite(self.parts, s)
         retrieve(self.parts, s)
+        answerable(self.parts, s)
         for piece in self.parts.guard.stream(generate(self.parts, s)):
             yield {"type": "reset"} if piece is None else {"type": "token", "text": piece}
         yield {"type": "answer", "answer": finish(self.parts, s)}

@@ -16,14 +16,16 @@ def mmr_select(
     *,
     admit: Callable[[int, float], bool] | None = None,
     on_pick: Callable[[int], None] | None = None,
+    chosen: Sequence[int] = (),
 ) -> list[int]:
     """Up to `k` indices, each maximising `lam * relevance - (1 - lam) * similarity
     to those already chosen`. `sims` is the pairwise similarity matrix; `admit(i,
     sim)` can refuse a candidate given its similarity to the chosen ones (a
     redundancy cap, a per-group quota that `on_pick` keeps count of). Ties go to
-    the more relevant candidate."""
+    the more relevant candidate. `chosen`: indices already taken (they count
+    towards `k` and are returned first)."""
     order = sorted(range(len(relevance)), key=lambda i: relevance[i], reverse=True)
-    chosen: list[int] = []
+    chosen = list(chosen)
     while len(chosen) < k:
         best, best_val = None, -np.inf
         for i in order:

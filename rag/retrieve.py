@@ -8,6 +8,7 @@ A query passes through named stages, each a method over one `Query` state:
     diversify   MMR over papers (when asked)
     read        the shown papers' records, as numbered sources
     rerank      a reranker from rag/rerank.py re-orders them; the first k stay
+    signals     each source's dense and BM25 rank and its question-term coverage
     gate        did anything relevant come back at all?
 
 A new stage is one method and one name in `STAGES`; a reranker is one function
@@ -41,7 +42,7 @@ Mode = Literal["hybrid", "dense", "bm25"]
 
 __all__ = ["Mode", "Query", "Retrieval", "Retriever", "STAGES", "search_papers"]
 
-STAGES = ("candidates", "fuse", "group", "diversify", "read", "rerank", "gate")
+STAGES = ("candidates", "fuse", "group", "diversify", "read", "rerank", "signals", "gate")
 
 
 @dataclass
@@ -207,6 +208,24 @@ class Retriever:
         ranked = self.reranker(q.text, q.sources)[: q.k]
         q.sources = [replace(s, n=i) for i, s in enumerate(ranked, 1)]
 
+    def signals(self, q: Query) -> None:
+        """What each source's evidence looks like beside the others': its paper's
+        place in the dense and in the BM25 ranking, and how much of the question's
+        vocabulary (rare words weighing most) its title and abstract hold. Answer
+        generation reads these to decide which papers answer."""
+        dense_rank = _paper_ranks(q.dense)
+        lexical_rank = _paper_ranks(h.id for h in q.lexical)
+        weights = term_weights(q.text, q.index)
+        q.sources = [
+            replace(
+                s,
+                dense_rank=dense_rank.get(s.paper_id),
+                lexical_rank=lexical_rank.get(s.paper_id),
+                coverage=weighted_coverage(weights, s.title + " " + s.abstract),
+            )
+            for s in q.sources
+        ]
+
     def gate(self, q: Query) -> None:
         cfg = self.settings
         sources = q.sources
@@ -218,7 +237,7 @@ class Retriever:
                 "coverage": 0.0,
             }
             return
-        coverage = term_coverage(q.text, [s.title + " " + s.abstract for s in sources[:3]], q.index)
+        coverage = max(s.coverage for s in sources[:3])
         dense_top = q.dense_top
         dense_part = 0.0 if math.isnan(dense_top) else dense_top
         score = dense_part + cfg.gate_coverage_weight * coverage
@@ -289,22 +308,28 @@ class Retriever:
         return sources
 
 
-def term_coverage(query: str, texts: list[str], index: LexicalIndex) -> float:
-    """IDF-weighted share of the query's distinct terms found in the best of `texts`.
+def _paper_ranks(chunk_ids: Any) -> dict[str, int]:
+    """Each paper's place (0 = first) in a ranking of chunk ids, by its best chunk."""
+    ranks: dict[str, int] = {}
+    for cid in chunk_ids:
+        ranks.setdefault(split_chunk_id(cid)[0], len(ranks))
+    return ranks
 
-    Terms the corpus has never seen weigh the most, so a question about
-    something absent from the corpus scores low even when its generic words match.
-    """
-    q_terms = set(terms(query))
-    if not q_terms or not texts:
-        return 0.0
-    weights = {t: index.idf(t) for t in q_terms}
+
+def term_weights(query: str, index: LexicalIndex) -> dict[str, float]:
+    """The query's distinct terms with their IDF: terms the corpus has never seen
+    weigh the most, so a question about something absent from the corpus scores
+    low even when its generic words match."""
+    return {t: index.idf(t) for t in set(terms(query))}
+
+
+def weighted_coverage(weights: dict[str, float], text: str) -> float:
+    """The IDF-weighted share of the query's terms that `text` holds."""
     total = sum(weights.values())
-    best = 0.0
-    for text in texts:
-        have = set(terms(text))
-        best = max(best, sum(w for t, w in weights.items() if t in have) / total)
-    return best
+    if not total:
+        return 0.0
+    have = set(terms(text))
+    return sum(w for t, w in weights.items() if t in have) / total
 
 
 # -- paper-level search (the /v1/search endpoint and `citeqa search`) -----------

@@ -85,7 +85,14 @@ class EmbeddingSettings(_Group):
 
 
 class RetrievalSettings(_Group):
-    k: int = Field(5, ge=1, le=50, description="Papers passed to the generator.")
+    k: int = Field(5, ge=1, le=50, description="Papers retrieved for a question.")
+    set_k: int = Field(
+        8,
+        ge=1,
+        le=50,
+        description="Papers retrieved for a question about a set of papers ('which papers "
+        "...'), where every paper that answers is cited.",
+    )
     candidates: int = Field(
         40, ge=5, le=1000, description="Chunks fetched from each of dense and BM25 before fusion."
     )
@@ -94,18 +101,19 @@ class RetrievalSettings(_Group):
     mmr_lambda: float = Field(0.7, ge=0, le=1, description="MMR trade-off: 1 = relevance only.")
     gate: bool = Field(True, description="Refuse when nothing relevant was retrieved.")
     gate_coverage_weight: float = Field(
-        0.1,
+        0.5,
         ge=0,
         le=5,
         description="Weight of term coverage (IDF-weighted share of the question's terms "
         "found in the best papers) against the best chunk's cosine similarity in the gate.",
     )
     gate_threshold: float = Field(
-        0.535,
+        0.6706,
         ge=-1,
         le=10,
         description="The gate passes when best cosine + weight x coverage reaches this. "
-        "Tuned on evals/data/dev.jsonl by `python -m evals.tune_gate`.",
+        "Tuned on both dev sets (the sample's and PubMedQA's, each other's questions as "
+        "foreign) by `python -m evals.tune_gate`.",
     )
     lexical_refresh_seconds: float = Field(
         2.0, ge=0, description="How often a reader checks whether the BM25 index is stale."

@@ -40,17 +40,40 @@ def sentence_spans(text: str) -> tuple[tuple[int, int], ...]:
     return segment(text)
 
 
+# A sentence ends in final punctuation, maybe inside a closing quote or bracket.
+_FINAL = re.compile(r"[.!?][\"')\]”’]*$")
+# An enumeration's marker: "(a) ", "(iv) ", "2) ", "(3) ".
+_MARKER = re.compile(r"^(\((?:[a-z]|[ivx]{1,4}|\d{1,2})\)|(?:[a-z]|[ivx]{1,4}|\d{1,2})\))\s+")
+LONGEST = 900  # characters: pieces are not merged past this
+
+
 def segment(text: str) -> tuple[tuple[int, int], ...]:
-    """`sentence_spans` without the cache, for text seen once (a stream's prefix)."""
-    spans = []
+    """`sentence_spans` without the cache, for text seen once (a stream's prefix).
+
+    pysbd cuts an enumeration inside a sentence ("datasets that (a) incorporate
+    ..., (b) comprise ..., and (c) capture ...") into pieces that do not read as
+    sentences. A piece whose predecessor has no final punctuation is joined to
+    it, so the list stays whole; an item that is a sentence of its own loses its
+    marker ("(ii) The extreme aspect ..." is quoted as "The extreme aspect ...").
+    """
+    spans: list[tuple[int, int]] = []
     for span in _segmenter().segment(text):
         start, end = span.start, span.end
         while end > start and text[end - 1].isspace():
             end -= 1
         while start < end and text[start].isspace():
             start += 1
-        if end > start:
-            spans.append((start, end))
+        if end <= start:
+            continue
+        if spans:
+            p_start, p_end = spans[-1]
+            if not _FINAL.search(text[p_start:p_end]) and end - p_start <= LONGEST:
+                spans[-1] = (p_start, end)
+                continue
+        marker = _MARKER.match(text[start:end])
+        if marker and end - start - marker.end() >= 3:
+            start += marker.end()
+        spans.append((start, end))
     return tuple(spans)
 
 

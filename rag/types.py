@@ -140,6 +140,12 @@ class Source:
     """Best cosine similarity of any of its chunks to the question (nan if none)."""
     passages: list[Passage] = field(default_factory=list)
     year: int | None = None
+    dense_rank: int | None = None
+    """Its place (0 = first) among papers by dense similarity; None if dense missed it."""
+    lexical_rank: int | None = None
+    """Its place among papers by BM25; None if BM25 missed it."""
+    coverage: float = 0.0
+    """IDF-weighted share of the question's terms its title and abstract hold."""
 
     def __post_init__(self) -> None:
         self.url = web_url(self.url)  # stores ingested before the check

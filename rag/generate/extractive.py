@@ -1,11 +1,13 @@
 """The offline generator: a query-focused extractive summary with citations.
 
-Candidate sentences come from the retrieved abstracts. Each is scored by
-embedding similarity to the question plus IDF-free term overlap, then picked
-by maximal marginal relevance (relevant, not redundant, at most a few per
-paper). The summary groups the picked sentences by paper, in each paper's
-own order, names the paper once, turns the authors' "we" into "the authors",
-and ends each sentence with its paper's marker.
+The chain gives it only the papers that answer (rag/answerable.py). Their
+candidate sentences are scored by embedding similarity to the question plus
+term overlap, weighted by rhetorical role (findings and conclusions over aims,
+methods and background); each paper's best sentence is taken first, then more
+by maximal marginal relevance (relevant, not redundant, at most two per paper,
+one when three or more papers answer). The summary groups the picked sentences
+by paper, in each paper's own order, names the paper once, turns the authors'
+"we" into "the authors", and ends each sentence with its paper's marker.
 """
 
 from __future__ import annotations
@@ -16,40 +18,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rag.answerable import read_sentences
 from rag.mmr import mmr_select
 from rag.settings import Settings
-from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
-from rag.text import place_markers, terms
+from rag.support import SentenceEncoder, SourceSentence
+from rag.text import place_markers
 from rag.types import Source
 
 MAX_SENTENCES = 6
 MAX_PER_PAPER = 2
-MAX_PAPERS = 4
-MAX_SOURCES = 5  # sources whose sentences are candidates
-SHORTLIST = 24  # candidate sentences embedded per question
-PAPER_FLOOR = 0.9  # a paper is kept if its best sentence reaches this share of the best
-SET_FLOOR = 0.8  # the same for a question about a set of papers ("which papers ...")
-SET_MAX_PAPERS = 5
 REDUNDANT = 0.85  # cosine above which a sentence repeats one already picked
 RELATIVE_FLOOR = 0.7  # keep sentences scoring at least this share of the best one
 LAMBDA = 0.75
-_BOILERPLATE = re.compile(
-    r"(https?://|\bcode (is|are|will be)\b.*\bavailable\b|\bavailable at\b|\bgithub\b)", re.I
-)
-
-
-# "Which papers ...", "what works/methods/approaches ...", "what do the papers say ...":
-# the answer is every paper that answers, not the one that answers best.
-_SET = re.compile(
-    r"^\W*(which|what)\s+(other\s+)?(papers|works?|studies|articles|approaches|methods|"
-    r"techniques)\b|\b(the|these|several|other|which) (papers|works|studies|articles)\b",
-    re.I,
-)
-
-
-def intent(question: str) -> str:
-    """'set' for a question about a set of papers, else 'single' (one paper or a fact)."""
-    return "set" if _SET.search(question) else "single"
 
 
 @dataclass
@@ -82,56 +62,22 @@ class ExtractiveGenerator:
     ) -> list[SourceSentence]:
         """The sentences that answer `question`; `query_vector` is its embedding when
         retrieval already made one (saves embedding the question twice)."""
-        q_terms = set(terms(question))
-        cands = [
-            s
-            for src in sources[:MAX_SOURCES]
-            for s in source_sentences(src)
-            if len(s.text) >= 30 and not _BOILERPLATE.search(s.text)
-        ]
-        if not cands:
+        read = read_sentences(question, sources, self.encoder, query_vector)
+        if not read.sentences:
             return []
-        # Embed a shortlist only: sentences that share the question's terms or sit
-        # in a passage retrieval matched. Keeps a cold question well under a second.
-        matched = {(src.paper_id, p.start, p.end) for src in sources for p in src.passages[:2]}
-
-        def cheap(c: SourceSentence) -> float:
-            in_passage = any(
-                pid == c.source.paper_id and a <= c.start and c.end <= b for pid, a, b in matched
-            )
-            closing = not c.source.abstract[c.end :].strip()  # usually the conclusion
-            return (
-                overlap(q_terms, term_set(c.text))
-                + (0.3 if in_passage else 0.0)
-                + (CLOSING_SHORTLIST if closing else 0.0)
-            )
-
-        cands = sorted(cands, key=cheap, reverse=True)[:SHORTLIST]
-        q_vec = self.encoder.encode_query(question, query_vector)
-        vecs = self.encoder.encode([c.text for c in cands])
-        rank_prior = {src.paper_id: 1.0 - 0.04 * i for i, src in enumerate(sources)}
-        scored = []
-        for i, c in enumerate(cands):
-            rel = 0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, term_set(c.text))
-            topical = rel * rank_prior[c.source.paper_id]
-            scored.append(_Candidate(c, topical * rhetoric(c), topical))
-        # Papers whose best sentence is far below the best paper's add noise, not answers.
-        # Which papers answer is a question of topic; which of their sentences to quote,
-        # of role (a finding over its motivation).
-        paper_best: dict[str, float] = {}
-        for c in scored:
-            pid = c.sentence.source.paper_id
-            paper_best[pid] = max(paper_best.get(pid, 0.0), c.topical)
-        top_paper = max(paper_best.values())
-        is_set = intent(question) == "set"
-        floor, most = (SET_FLOOR, SET_MAX_PAPERS) if is_set else (PAPER_FLOOR, MAX_PAPERS)
-        kept = sorted(
-            (p for p, v in paper_best.items() if v >= floor * top_paper),
-            key=paper_best.__getitem__,
-            reverse=True,
-        )[:most]
-        scored = [c for c in scored if c.sentence.source.paper_id in kept]
-        vecs = vecs[[i for i, c in enumerate(cands) if c.source.paper_id in kept]]
+        # The chain passes only the papers that answer (rag/answerable.py decides, by
+        # topic); which of their sentences to quote is a question of role (a finding
+        # over its motivation).
+        kept = [
+            src.paper_id
+            for src in sources
+            if src.paper_id in {s.source.paper_id for s in read.sentences}
+        ]
+        scored = [
+            _Candidate(s, t * rhetoric(s), t)
+            for s, t in zip(read.sentences, read.topical, strict=True)
+        ]
+        vecs = read.vectors
         # Each kept paper answers: its sentences compete with its own best, not with
         # another paper's, and a set question gets one sentence from each paper first.
         own_top: dict[str, float] = {}
@@ -139,7 +85,8 @@ class ExtractiveGenerator:
             pid = c.sentence.source.paper_id
             own_top[pid] = max(own_top.get(pid, 0.0), c.relevance)
         per_paper: dict[str, int] = {}
-        cap = 1 if is_set and len(kept) >= 3 else MAX_PER_PAPER
+        cap = 1 if len(kept) >= 3 else MAX_PER_PAPER
+        rank = {pid: i for i, pid in enumerate(kept)}
 
         def admit(i: int, sim: float) -> bool:
             pid = scored[i].sentence.source.paper_id
@@ -153,6 +100,16 @@ class ExtractiveGenerator:
             pid = scored[i].sentence.source.paper_id
             per_paper[pid] = per_paper.get(pid, 0) + 1
 
+        # Every answering paper gets its best sentence before any gets a second.
+        firsts = [
+            max(
+                (i for i, c in enumerate(scored) if c.sentence.source.paper_id == pid),
+                key=lambda i: scored[i].relevance,
+            )
+            for pid in kept
+        ]
+        for i in firsts:
+            picked(i)
         chosen = mmr_select(
             vecs @ vecs.T,
             [c.relevance for c in scored],
@@ -160,7 +117,9 @@ class ExtractiveGenerator:
             LAMBDA,
             admit=admit,
             on_pick=picked,
+            chosen=firsts,
         )
+        chosen.sort(key=lambda i: rank[scored[i].sentence.source.paper_id])
         return [scored[i].sentence for i in chosen]
 
     def compose(self, picked: list[SourceSentence]) -> str:
@@ -228,7 +187,6 @@ _CONCLUSION = re.compile(
 )
 FINDING, BACKGROUND, OPENING = 1.08, 0.9, 0.95
 AIM, METHOD, CONCLUSION, CLOSING = 0.85, 0.9, 1.08, 1.25
-CLOSING_SHORTLIST = 0.2  # the closing sentence is embedded even with few shared words
 
 
 def rhetoric(c: SourceSentence) -> float:

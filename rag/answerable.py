@@ -1,0 +1,245 @@
+"""Which retrieved papers answer the question: a small fitted model.
+
+Retrieval finds papers *near* a question; only some of them answer it. A
+"which paper ..." question about one diffusion paper retrieves three diffusion
+papers, and citing all three is wrong; a "which papers ..." question about a
+theme five papers share must cite all five. The decision is made per paper
+from signals the pipeline already has, each relative to the other papers of
+the same question so that it carries over between corpora and fields:
+
+- the paper's best sentence: its similarity to the question (embedding cosine
+  and term overlap), and that value over the best paper's;
+- its question-term coverage (IDF-weighted, so rare words weigh most), and that
+  over the best paper's;
+- where dense search and BM25 each put it, and its place after fusion;
+- whether the question asks about one paper or a set ("which papers ...").
+
+The weights are a logistic regression fitted on the dev questions of both dev
+corpora by `python -m evals.answerability --fit` (which also reports held-out
+figures); they live in `answerable.json` beside this module, so refitting
+changes no code. Nothing here names a corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
+from rag.text import terms
+from rag.types import Source
+
+WEIGHTS = Path(__file__).with_name("answerable.json")
+
+# "Which papers ...", "what works/methods/approaches ...", "what do the papers say ...":
+# the answer is every paper that answers, not the one that answers best.
+_SET = re.compile(
+    r"^\W*(which|what)\s+(other\s+)?(papers|works?|studies|articles|approaches|methods|"
+    r"techniques)\b|\b(the|these|several|other|which|any) (papers|works|studies|articles)\b|"
+    r"^\W*(which|what) (\w+ ){0,3}(methods|approaches|techniques|papers|works|studies)\b",
+    re.I,
+)
+
+
+def intent(question: str) -> str:
+    """'set' for a question about a set of papers, else 'single' (one paper or a fact)."""
+    return "set" if _SET.search(question) else "single"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One retrieved paper's evidence for one question."""
+
+    source: Source
+    best: float
+    """Its best sentence's similarity to the question (cosine and term overlap)."""
+
+
+SHORTLIST_PER_PAPER = 4  # sentences embedded per paper
+CLOSING_SHORTLIST = 0.2  # the closing sentence is embedded even with few shared words
+_BOILERPLATE = re.compile(
+    r"(https?://|\bcode (is|are|will be)\b.*\bavailable\b|\bavailable at\b|\bgithub\b)", re.I
+)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The sources' candidate sentences, each with its similarity to the question."""
+
+    sentences: list[SourceSentence]
+    topical: list[float]
+    """0.7 * cosine + 0.3 * term overlap with the question, whatever the sentence's role."""
+    vectors: np.ndarray
+
+    def evidence(self, sources: list[Source]) -> list[Evidence]:
+        best: dict[str, float] = {}
+        for s, t in zip(self.sentences, self.topical, strict=True):
+            pid = s.source.paper_id
+            best[pid] = max(best.get(pid, -1.0), t)
+        return [Evidence(src, best[src.paper_id]) for src in sources if src.paper_id in best]
+
+
+def read_sentences(
+    question: str,
+    sources: list[Source],
+    encoder: SentenceEncoder,
+    query_vector: Sequence[float] | None = None,
+) -> Reading:
+    """Each source's candidate sentences, scored against the question.
+
+    Only a shortlist is embedded: each paper's sentences that share the most of
+    the question's terms or sit in a passage retrieval matched, and its closing
+    sentence (usually the conclusion). Keeps a cold question fast while every
+    paper gets a fair hearing. Embeddings are cached, so reading the same
+    sources twice (the chain, then the extractive summary) costs little.
+    """
+    q_terms = set(terms(question))
+    matched = {(src.paper_id, p.start, p.end) for src in sources for p in src.passages[:2]}
+
+    def cheap(c: SourceSentence) -> float:
+        in_passage = any(
+            pid == c.source.paper_id and a <= c.start and c.end <= b for pid, a, b in matched
+        )
+        closing = not c.source.abstract[c.end :].strip()
+        return (
+            overlap(q_terms, term_set(c.text))
+            + (0.3 if in_passage else 0.0)
+            + (CLOSING_SHORTLIST if closing else 0.0)
+        )
+
+    cands: list[SourceSentence] = []
+    for src in sources:
+        own = [
+            s
+            for s in source_sentences(src)
+            if len(s.text) >= 30 and not _BOILERPLATE.search(s.text)
+        ]
+        cands.extend(sorted(own, key=cheap, reverse=True)[:SHORTLIST_PER_PAPER])
+    if not cands:
+        return Reading([], [], np.zeros((0, 0), dtype=np.float32))
+    q_vec = encoder.encode_query(question, query_vector)
+    vecs = encoder.encode([c.text for c in cands])
+    topical = [
+        0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, term_set(c.text))
+        for i, c in enumerate(cands)
+    ]
+    return Reading(cands, topical, vecs)
+
+
+def _inverse_rank(rank: int | None) -> float:
+    return 0.0 if rank is None else 1.0 / (1.0 + rank)
+
+
+def features(evidence: list[Evidence], question_intent: str) -> list[dict[str, float]]:
+    """The model's inputs for each paper, relative to the question's best paper."""
+    top_best = max((e.best for e in evidence), default=0.0) or 1e-9
+    top_cov = max((e.source.coverage for e in evidence), default=0.0) or 1e-9
+    dense = [0.0 if math.isnan(e.source.dense) else e.source.dense for e in evidence]
+    top_dense = max(dense, default=0.0) or 1e-9
+    is_set = 1.0 if question_intent == "set" else 0.0
+    rows = []
+    for i, e in enumerate(evidence):
+        s = e.source
+        rel_best = e.best / top_best
+        rows.append(
+            {
+                "best": e.best,
+                "rel_best": rel_best,
+                "gap_best": top_best - e.best,
+                "dense": dense[i],
+                "rel_dense": dense[i] / top_dense,
+                "coverage": s.coverage,
+                "rel_coverage": s.coverage / top_cov,
+                "dense_rank": _inverse_rank(s.dense_rank),
+                "lexical_rank": _inverse_rank(s.lexical_rank),
+                "agree": 1.0
+                if s.dense_rank is not None
+                and s.lexical_rank is not None
+                and max(s.dense_rank, s.lexical_rank) < 3
+                else 0.0,
+                "fused_rank": _inverse_rank(i),
+                "is_set": is_set,
+                "set_rel_best": is_set * rel_best,
+                "set_rel_coverage": is_set * s.coverage / top_cov,
+                "set_best": is_set * e.best,
+                "set_dense": is_set * dense[i],
+            }
+        )
+    return rows
+
+
+FEATURES = tuple(features([Evidence(Source(1, "p", "", "", None, 0.0, 0.0), 1.0)], "single")[0])
+
+
+@dataclass(frozen=True)
+class Model:
+    weights: dict[str, float]
+    bias: float
+    threshold: float
+    mean: dict[str, float]
+    scale: dict[str, float]
+
+    def probability(self, row: dict[str, float]) -> float:
+        z = self.bias + sum(
+            w * (row[f] - self.mean[f]) / self.scale[f] for f, w in self.weights.items()
+        )
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "features": list(self.weights),
+            "weights": self.weights,
+            "bias": self.bias,
+            "threshold": self.threshold,
+            "mean": self.mean,
+            "scale": self.scale,
+        }
+
+
+def _model(data: dict[str, Any]) -> Model:
+    return Model(
+        weights={f: float(w) for f, w in data["weights"].items()},
+        bias=float(data["bias"]),
+        threshold=float(data["threshold"]),
+        mean={f: float(v) for f, v in data["mean"].items()},
+        scale={f: float(v) for f, v in data["scale"].items()},
+    )
+
+
+@cache
+def model(path: Path = WEIGHTS) -> Model:
+    """Does this paper answer the question?"""
+    return _model(json.loads(path.read_text()))
+
+
+def answering(evidence: list[Evidence], question: str, m: Model | None = None) -> list[str]:
+    """The ids of the papers that answer, most likely first. The best paper always
+    stays (the gate already decided the corpus covers the question)."""
+    if not evidence:
+        return []
+    m = m or model()
+    rows = features(evidence, intent(question))
+    probs = [m.probability(r) for r in rows]
+    order = sorted(range(len(evidence)), key=lambda i: probs[i], reverse=True)
+    kept = [i for i in order if probs[i] >= m.threshold] or order[:1]
+    return [evidence[i].source.paper_id for i in kept]
+
+
+def answering_sources(
+    question: str,
+    sources: list[Source],
+    encoder: SentenceEncoder,
+    query_vector: Sequence[float] | None = None,
+) -> list[Source]:
+    """The sources that answer the question, most likely first (at least one)."""
+    evidence = read_sentences(question, sources, encoder, query_vector).evidence(sources)
+    by_id = {s.paper_id: s for s in sources}
+    return [by_id[pid] for pid in answering(evidence, question)]
