@@ -122,7 +122,7 @@ def _while_rebuilding(store: Any, lexical: Any, retriever: Any, queries: list[st
 
 def run(sizes: list[int], n_queries: int) -> tuple[dict[str, Any], list[tuple]]:
     from rag.embeddings import make_embeddings
-    from rag.lexical import LexicalCache, compile_jit
+    from rag.lexical import LexicalCache
     from rag.retrieve import Retriever
     from rag.settings import Settings
     from rag.store import open_store
@@ -134,7 +134,6 @@ def run(sizes: list[int], n_queries: int) -> tuple[dict[str, Any], list[tuple]]:
         store = open_store(settings)
         emb = make_embeddings(settings)
         emb.embed_query("warm up")
-        compile_jit()  # what the API's warm-up does at start
         queries = syn.queries(n_queries)
         have = 0
         for size in sizes:
