@@ -7,7 +7,7 @@ own disk (the API against a `chroma run` server included). Writers log the ids
 of the papers they change (rag/store.py, `log_changes`); a reader whose index
 is at log entry s asks for the papers changed after s, deletes their documents
 from its index (by the `paper_id` term), re-adds their current chunks read
-from the store, commits, and notes the entry it reached in `applied.json`
+from the store, commits, and notes the entry it reached in `applied-v1.json`
 beside the index (written after the commit, atomically: tantivy has no commit
 payload to hold it). It reads the whole store only when there is no index yet,
 or the log no longer reaches back to its entry (trimmed, or another log), or a
@@ -25,7 +25,9 @@ Scoring: tantivy's BM25 (k1 1.2, b 0.75, Lucene's idf) over the chunk's title
 and text, analyzed like `rag.text.terms` (words of two or more letters or
 digits, lower-cased, `STOPWORDS` dropped, Snowball English stems), so the stems
 callers pass to `idf` are the index's terms. Metadata filters are query
-clauses that add nothing to the score.
+clauses that add nothing to the score. A deleted document still counts in its
+segment's term statistics until the segment is merged (the writer waits for
+the merges each commit starts), so scores drift slightly between merges.
 
 A small index catches up in the query that notices the new version, so a
 reader sees its own writes at once; a large one catches up in the background
@@ -64,7 +66,8 @@ ANALYZER = "citeqa_en"
 # numerals (², ½) that Python's takes, hence \p{N}.
 _TOKEN_PATTERN = r"[\w\p{N}]{2,}"
 FORMAT = 1
-"""Bumped when the schema or analyzer changes: an index of another format is rebuilt."""
+"""Bumped when the schema or analyzer changes: the index and its marker live in
+files named by it, so another format starts in a fresh directory."""
 WRITER_HEAP = 64_000_000
 """Bytes the writer buffers before it writes a segment (tantivy's floor is 15 MB)."""
 _PAGE = 1000  # chunks read from the store per request while applying changes
@@ -322,7 +325,7 @@ class LexicalCache:
             try:
                 ix.reload()
                 break
-            except ValueError:  # a segment went between reading meta.json and opening it
+            except Exception:  # a segment went between reading meta.json and opening it
                 if attempt == 2:
                     raise
                 time.sleep(0.05)
@@ -378,7 +381,13 @@ class LexicalCache:
                     self._write_marker(changes.head, version)
                     self.stats.applied.append(changes.head.seq)
             finally:
-                del writer  # frees the directory's lock for the next process
+                # Let this commit's segment merges finish (so segments do not pile up
+                # and deleted documents are purged), then free the directory's lock.
+                try:
+                    writer.wait_merging_threads()
+                except Exception as exc:  # the writer is dropped either way
+                    log.warning("BM25 segment merge did not finish: %s", exc)
+                del writer
             return self._view(version, changes.head)
 
     def _apply(self, writer: Any, changes: Changes) -> None:
@@ -424,7 +433,7 @@ class LexicalCache:
 
     def _open_tantivy(self) -> tantivy.Index:
         if self._tantivy is None:
-            path = self.directory / "index"
+            path = self._index_path
             path.mkdir(parents=True, exist_ok=True)
             ix = tantivy.Index(schema(), path=str(path), reuse=True)
             ix.register_tokenizer(ANALYZER, analyzer())  # on every open: it is not saved
@@ -441,13 +450,23 @@ class LexicalCache:
             raise
 
     @property
+    def _index_path(self) -> Path:
+        return self.directory / f"index-v{FORMAT}"
+
+    @property
     def _marker_path(self) -> Path:
-        return self.directory / "applied.json"
+        return self.directory / f"applied-v{FORMAT}.json"
 
     def _read_marker(self) -> LogPosition | None:
         """The log position the committed index holds (None: no usable index)."""
         try:
             data = json.loads(self._marker_path.read_text())
+            if not (self._index_path / "meta.json").exists():
+                # A marker outlives its index only in a damaged directory (the marker
+                # is written after the commit): drop it, so an empty index made in its
+                # place is never taken for one at that position.
+                self._marker_path.unlink(missing_ok=True)
+                return None
             if data.get("format") != FORMAT:
                 return None
             return LogPosition(str(data["epoch"]), int(data["seq"]))
@@ -458,6 +477,6 @@ class LexicalCache:
         """After the commit, atomically: a crash between the two only costs
         applying the same entries again (deleting and re-adding is idempotent)."""
         data = {"format": FORMAT, "epoch": position.epoch, "seq": position.seq, "version": version}
-        tmp = self._marker_path.with_name(f"applied.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = self._marker_path.with_name(f".applied.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self._marker_path)

@@ -283,3 +283,24 @@ def test_processes_share_one_directory_against_a_chroma_server(
     finally:
         proc.stdin.close()
         proc.wait(30)
+
+
+def test_a_replica_starts_from_a_copy_and_applies_only_what_came_after(
+    tmp_path, fake_embeddings
+) -> None:
+    import shutil
+
+    settings, store, job = _setup(tmp_path, fake_embeddings)
+    first = LexicalCache(store, lexical_dir(settings), refresh_seconds=0)
+    first.get()
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(lexical_dir(settings), snapshot)
+    job.run([_papers(tmp_path / "new.jsonl", [_row(600 + i, topic="fernwick") for i in (0, 1)])])
+    replica = LexicalCache(store, snapshot, refresh_seconds=0)
+    index = replica.get()
+    assert replica.stats.full_builds == 0 and replica.stats.papers_applied == 2
+    assert len(index.search("fernwick", 10)) == _chunks_of(store, ["2401.00600", "2401.00601"])
+    # A marker whose index is gone is not trusted: that directory is rebuilt.
+    shutil.rmtree(next(snapshot.glob("index-v*")))
+    rebuilt = LexicalCache(store, snapshot, refresh_seconds=0)
+    assert len(rebuilt.get()) == store.count() and rebuilt.stats.full_builds == 1
