@@ -130,6 +130,7 @@ def _while_catching_up(
         written.set()
 
     ms: list[float] = []
+    slowest: dict[str, float] = {}
     t0 = time.perf_counter()
     writer = threading.Thread(target=write)
     writer.start()
@@ -138,8 +139,10 @@ def _while_catching_up(
         q = queries[i % len(queries)]
         i += 1
         t1 = time.perf_counter()
-        retriever.retrieve(q, k=5, mode="hybrid", mmr=False)
+        r = retriever.retrieve(q, k=5, mode="hybrid", mmr=False)
         ms.append((time.perf_counter() - t1) * 1000)
+        if ms[-1] >= max(ms):
+            slowest = {k: round(v * 1000, 1) for k, v in r.timings.items() if v > 0.005}
         current = lexical.current
         if written.is_set() and len(current.search(NEW_WORD, len(ids) + 1)) == len(ids):
             break
@@ -153,6 +156,7 @@ def _while_catching_up(
         "p95_ms": round(percentile(ms, 95) or 0, 1),
         "max_ms": round(max(ms), 1),
         "over_100ms": sum(1 for m in ms if m > 100),
+        "slowest_stages_ms": slowest,  # where the slowest query spent its time
         "docs_readded": lexical.stats.docs_added - added_before,
         "full_builds": lexical.stats.full_builds - builds_before,
         "next_chunk": lo + len(ids),
