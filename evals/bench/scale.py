@@ -106,7 +106,13 @@ NEW_WORD = "quillwortzyx"  # in every new chunk, in no synthetic one
 
 
 def _while_catching_up(
-    store: Any, lexical: Any, retriever: Any, syn: Synthetic, queries: list[str], papers: int
+    store: Any,
+    lexical: Any,
+    retriever: Any,
+    syn: Synthetic,
+    queries: list[str],
+    papers: int,
+    step_chunks: int,
 ) -> dict:
     """Hybrid queries from the start of a write of `papers` new papers until the
     reader's BM25 finds all their chunks (written by another thread, as by another
@@ -121,10 +127,14 @@ def _while_catching_up(
     builds_before = lexical.stats.full_builds
     written = threading.Event()
 
+    # Upserts of the ingest job's size (it writes as the embedder hands it chunks):
+    # one huge upsert would hold the GIL for seconds, a stall no real write causes.
+    step = step_chunks
+
     def write() -> None:
         store.log_changes(pids)
-        for a in range(0, len(ids), 5000):
-            b = a + 5000
+        for a in range(0, len(ids), step):
+            b = a + step
             store.upsert(ids[a:b], vecs[a:b], texts[a:b], metas[a:b])
         store.log_changes(pids)
         written.set()
@@ -218,7 +228,8 @@ def run(
                     "p95_ms": round(percentile(ms, 95) or 0, 1),
                 }
             lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
-            during = _while_catching_up(store, lexical, retriever, syn, queries, new_papers)
+            step = min(store.max_batch_size, settings.embedding.batch_size * 4)  # the job's
+            during = _while_catching_up(store, lexical, retriever, syn, queries, new_papers, step)
             lexical.refresh_seconds = 3600
             have = during.pop("next_chunk")
             t0 = time.perf_counter()
