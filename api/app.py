@@ -25,7 +25,6 @@ from api.security import Guard, redact_access_log
 from rag.chain import QAChain, build_chain
 from rag.embeddings import make_embeddings
 from rag.generate import GeneratorUnavailable
-from rag.lexical import compile_jit
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
 from rag.warmup import warm_sentences
@@ -45,15 +44,9 @@ and questions the corpus does not cover are refused rather than answered.
 """
 
 
-def _warm(chain: QAChain, limit: int, jit: bool, stop: threading.Event, state: dict) -> None:
+def _warm(chain: QAChain, limit: int, stop: threading.Event, state: dict) -> None:
     """Runs beside the server; /readyz shows `warmup.running` until it is done."""
     try:
-        if jit:
-            t0 = time.perf_counter()
-            state["bm25_jit"] = "ready" if compile_jit() else "unavailable"
-            log.info(
-                "warm-up: BM25 kernels %s in %.1fs", state["bm25_jit"], time.perf_counter() - t0
-            )
         t0 = time.perf_counter()
         n = warm_sentences(chain.retriever.store, chain.encoder, limit, stop) if limit else 0
         state["sentences"] = n
@@ -96,16 +89,11 @@ def create_app(
             log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
         stop = threading.Event()
         limit = settings.retrieval.warm_sentences
-        jit = settings.retrieval.bm25_jit
-        app.state.warmup = {
-            "running": bool(limit or jit),
-            "sentences": 0,
-            "bm25_jit": "compiling" if jit else "off",
-        }
-        if limit or jit:
+        app.state.warmup = {"running": bool(limit), "sentences": 0}
+        if limit:
             threading.Thread(
                 target=_warm,
-                args=(app.state.chain, limit, jit, stop, app.state.warmup),
+                args=(app.state.chain, limit, stop, app.state.warmup),
                 name="warm-up",
                 daemon=True,
             ).start()

@@ -7,6 +7,12 @@ else (new, changed, or half-written by a killed run) is re-embedded and
 upserted, then the paper's stale chunk ids are deleted. Writes are
 idempotent upserts keyed by `paper_id#chunk_index`, so a run killed at any
 point and run again ends in the state of one clean run.
+
+Readers follow the store through its change log (rag/store.py): before the
+first write of a batch of papers the job logs their ids, and again once the
+batch is written. The first entry makes a run killed mid-batch still name what
+it touched; the second tells readers the batch is complete. A reader that only
+looks after the run re-reads each changed paper once (it applies the union).
 """
 
 from __future__ import annotations
@@ -165,7 +171,8 @@ class IngestJob:
         self.max_reported = max_reported
         self._names: dict[str, str] = {}
         self.store = store
-        self._dirty = False
+        self._open: set[str] = set()
+        """Papers logged as being written whose completion is not logged yet."""
         self.embeddings = embeddings
         self.settings = settings
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -191,7 +198,7 @@ class IngestJob:
         bar = tqdm(
             desc="ingest", unit="paper", disable=not self.progress, file=sys.stderr, leave=False
         )
-        self._dirty = False
+        self._open = set()
         try:
             papers = self._papers(paths, fmt, summary, seen, bar)
             for number, batch in enumerate(_batched(papers, self.papers_per_batch), 1):
@@ -210,8 +217,7 @@ class IngestJob:
                 self._prune(seen, summary)
         finally:
             bar.close()
-            if self._dirty:
-                self._publish()
+            self._publish()
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -221,29 +227,36 @@ class IngestJob:
         ids = [c.id for chunks in stored.values() for c in chunks]
         if not ids:
             return 0
-        self._dirty = False
+        self._open = set()
         try:
-            self._mark_dirty()
+            self._begin(stored)
             self.store.delete(ids)
         finally:
             self._publish()
         return len(ids)
 
-    def _publish(self) -> None:
-        """Written: stamp the store again, so readers in this and other processes see
-        the change. Only the stamp: each reader's own policy decides when and how it
-        rebuilds what it derives (BM25), so a write never stalls a reader."""
-        try:
-            self.store.bump_version()
-        except Exception as exc:  # never hide the error that ended the run
-            log.warning("could not stamp the store after writing: %s", exc)
+    def _begin(self, paper_ids: Iterable[str]) -> None:
+        """Log papers as being changed before the first write touches them, so a run
+        killed part-way still names them and no reader trusts its copy of them."""
+        new = set(paper_ids) - self._open
+        if new:
+            self.store.log_changes(new)
+            self._open |= new
 
-    def _mark_dirty(self) -> None:
-        """Stamp the collection before the first write, so a run killed part-way
-        still leaves readers a changed marker and they never trust a stale index."""
-        if not self._dirty:
-            self.store.bump_version()
-            self._dirty = True
+    def _done(self) -> None:
+        """Log the papers written since `_begin` as complete: readers re-read them.
+        Only the log: each reader's own policy decides when it catches up, so a
+        write never stalls a reader."""
+        if self._open:
+            self.store.log_changes(self._open)
+            self._open = set()
+
+    def _publish(self) -> None:
+        """At the end of a run, ended well or not: log what is still open."""
+        try:
+            self._done()
+        except Exception as exc:  # never hide the error that ended the run
+            log.warning("could not log the change to the store: %s", exc)
 
     def _papers(
         self,
@@ -295,8 +308,7 @@ class IngestJob:
 
     def _embed_and_upsert(self, pending: list[_Pending], summary: IngestSummary) -> None:
         rows = [(p, c) for p in pending for c in p.chunks]
-        if rows or any(p.stale_ids for p in pending):
-            self._mark_dirty()
+        self._begin(p.paper.paper_id for p in pending if p.chunks or p.stale_ids)
         step = max(1, min(self.store.max_batch_size, self.settings.embedding.batch_size * 4))
         for part in _paper_aligned(rows, step, self.store.max_batch_size):
             vectors = self.embeddings.embed_documents([embed_text(p.paper, c) for p, c in part])
@@ -314,6 +326,7 @@ class IngestJob:
         if stale:
             self.store.delete(stale)
             summary.chunks_deleted += len(stale)
+        self._done()
 
     def _prune(self, seen: dict[str, str], summary: IngestSummary) -> None:
         if summary.skipped:
@@ -331,8 +344,9 @@ class IngestJob:
         gone_ids = [cid for cid, _ in gone]
         papers = {pid for _, pid in gone}
         if gone_ids:
-            self._mark_dirty()
+            self._begin(papers)
             self.store.delete(gone_ids)
+            self._done()
         summary.pruned = len(papers)
         summary.chunks_deleted += len(gone_ids)
 

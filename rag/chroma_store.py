@@ -8,11 +8,23 @@ the paper's fields, the paper's content hash and its chunk count, which is
 what lets ingestion tell a complete, unchanged paper from a stale or
 half-written one. The version stamp lives in the collection's metadata. Chroma's
 own rules (no None and no empty lists in metadata, its `where` syntax) stay here.
+
+The change log (see rag/store.py) is a side collection, `<collection>__changes`:
+one record per entry, id the zero-padded sequence number, document the JSON list
+of paper ids (null: "anything may have changed"), and a 1-d dummy vector (Chroma
+wants one; nothing searches it). A writer claims sequence number head + 1 with
+`add`, which keeps the first record of an id and ignores later ones, then reads
+the record back: if it holds another writer's token it lost the race and tries
+the next number. So entries are numbered without gaps, and a gap in what a reader
+gets back can only mean the log was trimmed (to the newest `log_keep` entries)
+past the reader's position. The log's epoch is the two collections' ids: a
+recreated collection starts a new log, and readers start over.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,7 +36,7 @@ import httpx
 from chromadb.config import Settings as ChromaSettings
 
 from rag.settings import Settings
-from rag.store import StoreConfigError, StoredChunk, StoreUnavailable
+from rag.store import Changes, LogPosition, StoreConfigError, StoredChunk, StoreUnavailable
 from rag.types import ChunkHit, Filters
 
 log = logging.getLogger(__name__)
@@ -32,6 +44,13 @@ log = logging.getLogger(__name__)
 # Chroma answers `$in` filters and gets in pages; keep each request modest.
 _PAGE = 1000
 VERSION_KEY = "citeqa_version"
+LOG_HEAD_KEY = "citeqa_log_head"
+"""A hint (never behind by more than concurrent writers) of the log's newest entry."""
+LOG_SUFFIX = "__changes"
+LOG_KEEP = 2000
+"""Entries the change log keeps; a reader further behind rebuilds from the store."""
+_LOG_IDS = 1000  # paper ids per entry: a prune of 100k papers is 100 modest records
+_TRIM_EVERY = 20  # trim once every this many entries, not on every write
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,14 +96,20 @@ def chroma_metadata(meta: dict[str, Any]) -> dict[str, Any]:
 class ChromaStore:
     """A Chroma collection (embedded or a `chroma run` server) as a `VectorStore`."""
 
-    def __init__(self, client: Any, collection_name: str, *, location: str) -> None:
+    def __init__(
+        self, client: Any, collection_name: str, *, location: str, log_keep: int = LOG_KEEP
+    ) -> None:
         self._client = client
         self.name = collection_name
         self.location = location
+        self.log_keep = max(1, log_keep)
         self._collection = client.get_or_create_collection(
             collection_name,
             embedding_function=None,
             configuration={"hnsw": {"space": "cosine"}},
+        )
+        self._log = client.get_or_create_collection(
+            collection_name + LOG_SUFFIX, embedding_function=None
         )
         self.max_batch_size = int(client.get_max_batch_size())
 
@@ -238,11 +263,78 @@ class ChromaStore:
         value = meta.get(VERSION_KEY)
         return str(value) if value is not None else None
 
-    @_guarded
     def bump_version(self) -> str:
-        """Mark the collection changed, so readers rebuild what they derive from it."""
+        """Mark the collection changed without naming papers: readers start over."""
+        return self._append([None])
+
+    def log_changes(self, paper_ids: Iterable[str]) -> str:
+        """Log the papers being (or just) written and stamp a new version."""
+        ids = sorted(set(map(str, paper_ids)))
+        parts: list[list[str] | None] = [
+            ids[lo : lo + _LOG_IDS] for lo in range(0, len(ids), _LOG_IDS)
+        ]
+        return self._append(parts) if parts else self.version() or ""
+
+    @_guarded
+    def changes_since(self, position: LogPosition | None) -> Changes:
+        """The papers changed after `position`, or None for them when the log does
+        not reach back to it (or is another log)."""
+        epoch = self._epoch()
+        if position is None or position.epoch != epoch:
+            return Changes(LogPosition(epoch, self._log_head()), None)
+        res = self._log.get(
+            where={"seq": {"$gt": position.seq}},
+            include=["metadatas", "documents"],  # type: ignore[list-item]
+        )
+        entries = sorted(
+            (int(m["seq"]), doc)
+            for m, doc in zip(res["metadatas"] or [], res["documents"] or [], strict=True)
+        )
+        head = entries[-1][0] if entries else position.seq
+        if [seq for seq, _ in entries] != list(range(position.seq + 1, head + 1)):
+            return Changes(LogPosition(epoch, head), None)  # trimmed past the position
+        changed: set[str] = set()
+        for _, doc in entries:
+            ids = json.loads(doc) if doc else None
+            if ids is None:
+                return Changes(LogPosition(epoch, head), None)
+            changed.update(map(str, ids))
+        return Changes(LogPosition(epoch, head), frozenset(changed))
+
+    def _epoch(self) -> str:
+        return f"{self._collection.id}/{self._log.id}"
+
+    def _log_head(self) -> int:
+        """The newest entry's sequence number (0: an empty log)."""
+        meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
+        hint = int(meta.get(LOG_HEAD_KEY, 0))
+        res = self._log.get(where={"seq": {"$gte": hint}}, include=["metadatas"])  # type: ignore[list-item]
+        return max((int(m["seq"]) for m in res["metadatas"] or []), default=hint)
+
+    @_guarded
+    def _append(self, parts: list[list[str] | None]) -> str:
+        """One log entry per part (None: "anything"), then a new version stamp."""
+        seq = self._log_head()
+        for part in parts:
+            doc = json.dumps(part)
+            for _ in range(100):  # each lost race means another writer's entry went in
+                seq += 1
+                key, token = f"{seq:012d}", uuid.uuid4().hex
+                self._log.add(
+                    ids=[key],
+                    embeddings=[[0.0]],
+                    documents=[doc],
+                    metadatas=[{"seq": seq, "token": token}],
+                )
+                got = self._log.get(ids=[key], include=["metadatas"])  # type: ignore[list-item]
+                if got["metadatas"] and got["metadatas"][0].get("token") == token:
+                    break
+            else:
+                raise StoreUnavailable(f"could not append to the change log of {self.name}")
+            if seq % min(_TRIM_EVERY, self.log_keep) == 0 and seq > self.log_keep:
+                self._log.delete(where={"seq": {"$lte": seq - self.log_keep}})
         value = uuid.uuid4().hex
-        self._collection.modify(metadata={VERSION_KEY: value})
+        self._collection.modify(metadata={VERSION_KEY: value, LOG_HEAD_KEY: seq})
         return value
 
     def heartbeat(self) -> None:

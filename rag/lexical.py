@@ -1,18 +1,39 @@
-"""BM25 over the chunks (bm25s), following the Chroma collection by itself.
+"""BM25 over the chunks (tantivy), kept on local disk and following the store's
+change log: upkeep proportional to the change, not to the corpus.
 
-The index is always built from the documents in Chroma, never from the
-ingest job's input, so a process that shares no disk with the ingest job
-(the API against a `chroma run` server) still has it. Ingestion stamps the
-collection with a new version marker before and after it writes; a reader
-whose index carries another stamp rebuilds it, from a copy saved on local
-disk when one with the right stamp is there, else from Chroma.
+The index is always made from the documents in the store, never from the
+ingest job's input, so a reader needs nothing but the store's address and its
+own disk (the API against a `chroma run` server included). Writers log the ids
+of the papers they change (rag/store.py, `log_changes`); a reader whose index
+is at log entry s asks for the papers changed after s, deletes their documents
+from its index (by the `paper_id` term), re-adds their current chunks read
+from the store, commits, and notes the entry it reached in `applied-v1.json`
+beside the index (written after the commit, atomically: tantivy has no commit
+payload to hold it). It reads the whole store only when there is no index yet,
+or the log no longer reaches back to its entry (trimmed, or another log), or a
+writer logged a change without naming papers (`bump_version`).
 
-A small index is rebuilt in the query that notices the new stamp, so a reader
-sees its own writes at once. A large one (300k chunks take minutes) is rebuilt
-in the background while the old index keeps answering: new chunks are found
-by dense search meanwhile, and chunks that are gone are dropped when their
-records are read (the record cache is emptied at once, so no query shows old
-text).
+Processes on one machine share one directory (`lexical_dir`, keyed by store
+and collection). Tantivy lets one writer at a time hold a directory: whoever
+gets the writer lock applies the log; the others only reload their searchers
+on the committed segments, which the OS shares between them (memory-mapped).
+A new replica opens what is on disk (a copy of another replica's directory
+does as well: it is a snapshot at a log position) and applies the log from
+there.
+
+Scoring: tantivy's BM25 (k1 1.2, b 0.75, Lucene's idf) over the chunk's title
+and text, analyzed like `rag.text.terms` (words of two or more letters or
+digits, lower-cased, `STOPWORDS` dropped, Snowball English stems), so the stems
+callers pass to `idf` are the index's terms. Metadata filters are query
+clauses that add nothing to the score. A deleted document still counts in its
+segment's term statistics until the segment is merged (the writer waits for
+the merges each commit starts), so scores drift slightly between merges.
+
+A small index catches up in the query that notices the new version, so a
+reader sees its own writes at once; a large one catches up in the background
+while the current searcher keeps answering (new chunks are found by dense
+search meanwhile, and chunks that are gone are dropped when their records are
+read: the record cache is emptied at once, so no query shows old text).
 """
 
 from __future__ import annotations
@@ -20,63 +41,87 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
+import os
+import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-import bm25s
-import numpy as np
+import tantivy
 
 from rag.settings import Settings
-from rag.store import RecordCache, Store
-from rag.text import STOPWORDS, stemmer
-from rag.types import indexed_text
+from rag.store import Changes, LogPosition, RecordCache, Store
+from rag.text import STOPWORDS, terms
+from rag.types import ChunkHit, Filters, indexed_text
 
 log = logging.getLogger(__name__)
-_STOPWORDS = sorted(STOPWORDS)
+
+ANALYZER = "citeqa_en"
+# `rag.text`'s tokens are Python's `\b\w\w+\b`; Rust's `\w` leaves out other
+# numerals (², ½) that Python's takes, hence \p{N}.
+_TOKEN_PATTERN = r"[\w\p{N}]{2,}"
+FORMAT = 1
+"""Bumped when the schema or analyzer changes: the index and its marker live in
+files named by it, so another format starts in a fresh directory."""
+WRITER_HEAP = 64_000_000
+"""Bytes the writer buffers before it writes a segment (tantivy's floor is 15 MB)."""
+_PAGE = 1000  # chunks read from the store per request while applying changes
 
 
-def _tokenize(texts: list[str], *, ids: bool) -> Any:
-    return bm25s.tokenize(
-        texts, stopwords=_STOPWORDS, stemmer=stemmer(), return_ids=ids, show_progress=False
+def analyzer() -> tantivy.TextAnalyzer:
+    """The text analyzer, equal to `rag.text.terms` (tests/test_lexical.py checks)."""
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(_TOKEN_PATTERN))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.custom_stopword(sorted(STOPWORDS)))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
     )
 
 
-_JIT_READY = threading.Event()
-_JIT_LOCK = threading.Lock()
+def schema() -> tantivy.Schema:
+    b = tantivy.SchemaBuilder()
+    b.add_text_field("id", stored=True, tokenizer_name="raw")
+    b.add_text_field("paper_id", stored=True, tokenizer_name="raw", fast=True)
+    b.add_text_field("text", tokenizer_name=ANALYZER, index_option="freq")
+    b.add_integer_field("year", indexed=True, fast=True)
+    b.add_text_field("categories", tokenizer_name="raw")
+    return b.build()
 
 
-def compile_jit() -> bool:
-    """Compile bm25s' numba kernels, once per process (about 9 s on 2 cores), so
-    every index searches through them from then on: at 300k chunks a query takes
-    under 1 ms against about 15 ms in numpy, with the same scores. The API does
-    this in the background at start; until it is done, and in one-shot commands
-    that never do it, numpy serves. False when numba is not installed."""
-    with _JIT_LOCK:
-        if _JIT_READY.is_set():
-            return True
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            return False
-        toy = bm25s.BM25(backend="numba")
-        toy.index(
-            _tokenize(["compile the kernels", "sparse lexical kernels"], ids=True),
-            show_progress=False,
+def _document(hit: ChunkHit) -> tantivy.Document:
+    meta = hit.metadata
+    doc = tantivy.Document()
+    doc.add_text("id", hit.id)
+    doc.add_text("paper_id", hit.paper_id)
+    doc.add_text("text", indexed_text(str(meta.get("title", "")), hit.text))
+    year = meta.get("year")
+    if isinstance(year, int) and not isinstance(year, bool):
+        doc.add_integer("year", year)
+    for category in meta.get("categories") or ():
+        doc.add_text("categories", str(category))
+    return doc
+
+
+def filter_query(s: tantivy.Schema, filters: Filters) -> list[tantivy.Query]:
+    """`Filters` as tantivy clauses (each must match; see `Filters.matches`)."""
+    clauses = []
+    if filters.year_min is not None or filters.year_max is not None:
+        clauses.append(
+            tantivy.Query.range_query(
+                s, "year", tantivy.FieldType.Integer, filters.year_min, filters.year_max
+            )
         )
-        query = _tokenize(["kernels"], ids=False)
-        for mask in (None, np.ones(2, dtype=np.float32)):
-            toy.retrieve(query, k=1, show_progress=False, n_threads=0, weight_mask=mask)
-        _JIT_READY.set()
-        return True
-
-
-def jit_ready() -> bool:
-    return _JIT_READY.is_set()
+    if filters.paper_ids:
+        clauses.append(tantivy.Query.term_set_query(s, "paper_id", list(filters.paper_ids)))
+    if filters.categories:
+        clauses.append(tantivy.Query.term_set_query(s, "categories", list(filters.categories)))
+    return clauses
 
 
 @dataclass(frozen=True)
@@ -87,132 +132,85 @@ class LexicalHit:
 
 
 class LexicalIndex:
-    """BM25 over chunk texts, with the metadata needed to filter results."""
+    """One consistent view of the index (a tantivy searcher), as of store `version`."""
 
     def __init__(
-        self,
-        retriever: bm25s.BM25 | None,
-        ids: list[str],
-        meta: list[dict[str, Any]],
-        version: str | None,
+        self, searcher: tantivy.Searcher, version: str | None, position: LogPosition | None
     ) -> None:
-        self.retriever = retriever
-        self.ids = ids
-        self.meta = meta
+        self.searcher = searcher
         self.version = version
+        self.position = position
+        self._schema = schema()
+        self._n = int(searcher.num_docs)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._n
 
-    @classmethod
-    def build(
-        cls, rows: Iterable[tuple[str, str, dict[str, Any]]], version: str | None
-    ) -> LexicalIndex:
-        ids: list[str] = []
-        texts: list[str] = []
-        meta: list[dict[str, Any]] = []
-        for cid, text, m in rows:
-            ids.append(cid)
-            texts.append(indexed_text(str(m.get("title", "")), text))
-            meta.append(
-                {k: m[k] for k in ("paper_id", "year", "categories") if k in m and m[k] is not None}
-            )
-        if not ids:
-            return cls(None, [], [], version)
-        retriever = bm25s.BM25()
-        try:
-            retriever.index(_tokenize(texts, ids=True), show_progress=False)
-        except ValueError:  # no indexable word in any chunk
-            return cls(None, ids, meta, version)
-        return cls(retriever, ids, meta, version)
-
-    @classmethod
-    def from_store(cls, store: Store) -> LexicalIndex:
-        version = store.version()
-        t0 = time.perf_counter()
-        rows = (
-            (cid, doc or "", meta) for cid, doc, meta in store.iter_chunks(include_documents=True)
-        )
-        index = cls.build(rows, version)
-        log.info("BM25 index built from %d chunks in %.2fs", len(index), time.perf_counter() - t0)
-        return index
-
-    def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> list[LexicalHit]:
-        if self.retriever is None or n <= 0:
+    def search(self, query: str, n: int, filters: Filters | None = None) -> list[LexicalHit]:
+        """The `n` best chunks by BM25 that pass `filters`. A repeated query word
+        counts once per occurrence, as it did under bm25s."""
+        words = terms(query)
+        if n <= 0 or not words or not self._n:
             return []
-        tokens = _tokenize([query], ids=False)
-        vocab = self.retriever.vocab_dict
-        known = [t for t in tokens[0] if t in vocab] if tokens else []
-        if not known:
-            return []  # no query word is in the corpus: nothing can score
-        if _JIT_READY.is_set() and self.retriever.backend != "numba":
-            self.retriever.backend = "numba"
-        k = min(n, len(self.ids))
-        docs, scores = self.retriever.retrieve(
-            [known], k=k, show_progress=False, weight_mask=allowed, n_threads=0
+        s = self._schema
+        text = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(s, "text", w, "freq")) for w in words]
         )
+        clauses = [(tantivy.Occur.Must, text)]
+        if filters is not None and not filters.empty:
+            clauses += [
+                (tantivy.Occur.Must, tantivy.Query.const_score_query(q, 0.0))
+                for q in filter_query(s, filters)
+            ]
+        result = self.searcher.search(tantivy.Query.boolean_query(clauses), n, count=False)
         hits = []
-        for idx, score in zip(docs[0], scores[0], strict=True):
-            if score <= 0:
-                continue
-            hits.append(
-                LexicalHit(self.ids[int(idx)], str(self.meta[int(idx)]["paper_id"]), float(score))
-            )
+        for score, address in result.hits:
+            doc = self.searcher.doc(address)
+            hits.append(LexicalHit(doc["id"][0], doc["paper_id"][0], float(score)))
         return hits
+
+    def chunk_ids(self) -> list[str]:
+        """Every chunk id in this view (for checks and tests; reads every document)."""
+        if not self._n:
+            return []
+        result = self.searcher.search(tantivy.Query.all_query(), self._n, count=False)
+        return [self.searcher.doc(address)["id"][0] for _, address in result.hits]
 
     def idf(self, term: str) -> float:
         """BM25's idf of a (stemmed) term; a term the corpus never holds gets the largest."""
-        n_docs = max(len(self.ids), 1)
-        if self.retriever is None:
+        if not self._n:
             return 1.0
-        tid = self.retriever.vocab_dict.get(term)
-        indptr = self.retriever.scores["indptr"]
-        df = 0 if tid is None else int(indptr[tid + 1] - indptr[tid])
-        return math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
-
-    def mask(self, keep: Any) -> np.ndarray:
-        """1 where `keep(meta)` is true: how metadata filters reach BM25."""
-        return np.array([1.0 if keep(m) else 0.0 for m in self.meta], dtype=np.float32)
-
-    # -- persistence --------------------------------------------------------
-
-    def save(self, directory: Path) -> None:
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if self.retriever is not None:
-            self.retriever.save(str(tmp / "bm25"), show_progress=False)
-        (tmp / "rows.json").write_text(json.dumps({"ids": self.ids, "meta": self.meta}))
-        (tmp / "stamp.json").write_text(json.dumps({"version": self.version}))
-        # Swap in whole, so a reader never loads a half-written index.
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-
-    @classmethod
-    def load(cls, directory: Path) -> LexicalIndex | None:
-        try:
-            stamp = json.loads((directory / "stamp.json").read_text())
-            rows = json.loads((directory / "rows.json").read_text())
-            retriever = (
-                bm25s.BM25.load(str(directory / "bm25"), show_progress=False)
-                if rows["ids"]
-                else None
-            )
-        except (OSError, ValueError, KeyError):
-            return None
-        return cls(retriever, rows["ids"], rows["meta"], stamp.get("version"))
+        df = int(self.searcher.doc_freq("text", term))
+        return math.log(1 + (self._n - df + 0.5) / (df + 0.5))
 
 
-def lexical_dir(settings: Settings) -> Path | None:
-    """Where the BM25 copy is kept: beside an embedded store; nowhere for a server,
-    whose readers share no disk and rebuild from Chroma instead."""
+@dataclass
+class LexicalStats:
+    """What this process did to the index: the tests' and the bench's counters."""
+
+    docs_added: int = 0
+    """Chunks (re-)added to the index."""
+    papers_applied: int = 0
+    """Papers re-read from the store because the log named them."""
+    full_builds: int = 0
+    """Times the whole store was read."""
+    reloads: int = 0
+    """Times the searcher was reopened on segments another process committed."""
+    applied: list[int] = field(default_factory=list)
+    """Log positions this process brought the index to."""
+
+
+def lexical_dir(settings: Settings) -> Path:
+    """Where a reader keeps its index: beside an embedded store; for a server, a
+    directory of the data dir keyed by host, port and collection, shared by the
+    processes of this machine."""
+    root = settings.data_dir / "lexical"
     if settings.chroma_url:
-        return None
-    return settings.data_dir / "bm25" / settings.collection_name
+        url = settings.chroma_url
+        parsed = urlparse(url if "://" in url else f"http://{url}")
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", parsed.hostname or "server")
+        root = root / f"{host}_{parsed.port or (443 if parsed.scheme == 'https' else 8000)}"
+    return root / settings.collection_name
 
 
 def open_lexical(store: Store, settings: Settings) -> LexicalCache:
@@ -227,8 +225,8 @@ def open_lexical(store: Store, settings: Settings) -> LexicalCache:
 
 
 class LexicalCache:
-    """The current BM25 index for one store, and the chunk records read since the
-    collection last changed; rebuilt when the collection changes."""
+    """The current BM25 view for one store, and the chunk records read since the
+    store last changed; catches up with the store's change log when it changes."""
 
     def __init__(
         self,
@@ -239,17 +237,26 @@ class LexicalCache:
         sync_below: int = 10_000,
     ) -> None:
         self.store = store
-        self.directory = directory
+        if directory is None:  # a throwaway index (a one-off process, a test)
+            self._tmp = tempfile.TemporaryDirectory(prefix="citeqa-lexical-")
+            directory = Path(self._tmp.name)
+        self.directory = Path(directory)
         self.refresh_seconds = refresh_seconds
         self.record_cache = record_cache
         self.sync_below = sync_below
         self.records = RecordCache(record_cache)
+        self.stats = LexicalStats()
         self._records_version: str | None = None
         self._index: LexicalIndex | None = None
+        self._tantivy: tantivy.Index | None = None
         self._checked = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the current view and the catch-up thread
+        self._sync_lock = threading.Lock()  # one catch-up at a time in this process
         self._building: threading.Thread | None = None
-        self._generation = 0  # bumped on every swap, so a late build never undoes a newer one
+        self._serial = 0  # views in the order they were made: a late one never wins
+        self._shown = 0
+
+    # -- the surface the retriever and the API use ------------------------------
 
     def get(self) -> LexicalIndex:
         now = time.monotonic()
@@ -261,16 +268,18 @@ class LexicalCache:
             self._checked = time.monotonic()
             if version != self._records_version:
                 self.clear_records(version)
+            if self._index is None:
+                self._show(*self._open_on_disk())  # a snapshot, if there is one
             current = self._index
             if current is not None and current.version == version:
                 return current
             if current is None or len(current) < self.sync_below:
-                self._swap(self._load_or_build(version))
+                self._show(*self._sync(version))
             elif self._building is None:
                 self._building = threading.Thread(
-                    target=self._build_in_background,
-                    args=(version, self._generation),
-                    name="bm25-rebuild",
+                    target=self._sync_in_background,
+                    args=(version,),
+                    name="bm25-catch-up",
                     daemon=True,
                 )
                 self._building.start()
@@ -278,8 +287,8 @@ class LexicalCache:
             return self._index
 
     def invalidate(self) -> None:
-        """Look at the store's version stamp on the next query (this process just
-        wrote). No rebuild here: the next query's policy decides how to catch up."""
+        """Look at the store's version on the next query (this process just wrote).
+        No work here: the next query's policy decides how to catch up."""
         self._checked = 0.0
 
     def clear_records(self, version: str | None = None) -> None:
@@ -289,55 +298,185 @@ class LexicalCache:
 
     @property
     def current(self) -> LexicalIndex | None:
-        """The index queries use now, without checking the store."""
+        """The view queries use now, without checking the store."""
         return self._index
 
     @property
     def rebuilding(self) -> bool:
+        """A catch-up runs in the background (the current view answers meanwhile)."""
         return self._building is not None
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until a background rebuild in progress (if any) has swapped in."""
+        """Block until a background catch-up in progress (if any) has swapped in."""
         building = self._building
         if building is not None:
             building.join(timeout)
 
-    def _swap(self, index: LexicalIndex) -> None:
-        self._index = index
-        self._generation += 1
+    # -- views --------------------------------------------------------------------
 
-    def _build_in_background(self, version: str | None, generation: int) -> None:
+    def _show(self, serial: int, index: LexicalIndex | None) -> None:
+        """Swap in a view unless a newer one already is (caller holds `_lock`)."""
+        if index is not None and serial > self._shown:
+            self._index, self._shown = index, serial
+
+    def _view(self, version: str | None, position: LogPosition | None) -> tuple[int, LexicalIndex]:
+        ix = self._open_tantivy()
+        for attempt in range(3):
+            try:
+                ix.reload()
+                break
+            except Exception:  # a segment went between reading meta.json and opening it
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+        self._serial += 1
+        return self._serial, LexicalIndex(ix.searcher(), version, position)
+
+    def _open_on_disk(self) -> tuple[int, LexicalIndex | None]:
+        """The committed index as it is on disk, not yet checked against the store."""
+        if self._read_marker() is None:
+            return 0, None
+        with self._sync_lock:
+            self.stats.reloads += 1
+            return self._view(None, self._read_marker())
+
+    # -- catching up ----------------------------------------------------------------
+
+    def _sync_in_background(self, version: str | None) -> None:
         t0 = time.perf_counter()
         try:
-            index = self._load_or_build(version)
-        except Exception as exc:  # the store went away: the old index keeps serving
-            log.warning("BM25 rebuild failed, keeping the current index: %s", exc)
+            view = self._sync(version)
+        except Exception as exc:  # the store went away: the current view keeps serving
+            log.warning("BM25 catch-up failed, keeping the current index: %s", exc)
             with self._lock:
                 self._building = None
                 self._checked = 0.0  # try again on the next query
             return
         with self._lock:
-            if self._generation == generation:
-                self._swap(index)
+            self._show(*view)
             self._building = None
             self._checked = 0.0  # the store may have moved on meanwhile: look again
+        log.info("BM25 index at version %s after %.2fs", version, time.perf_counter() - t0)
+
+    def _sync(self, version: str | None) -> tuple[int, LexicalIndex]:
+        """Bring the directory up to the store's log (or find that another process
+        is doing so) and return a view on it. `version` is the store's version read
+        before the log: a view labelled with it holds every change logged before it."""
+        with self._sync_lock:
+            marker = self._read_marker()
+            changes = self.store.changes_since(marker)
+            if marker is not None and changes.paper_ids == frozenset():
+                self.stats.reloads += 1
+                return self._view(version, marker)  # on disk is current: reload only
+            writer = self._try_writer()
+            if writer is None:  # another process is applying: show what it committed
+                self.stats.reloads += 1
+                return self._view(None, marker)
+            try:
+                moved = self._read_marker()  # another process may have applied meanwhile
+                if moved != marker:
+                    changes = self.store.changes_since(moved)
+                if moved is None or changes.paper_ids != frozenset():
+                    self._apply(writer, changes)
+                    self._write_marker(changes.head, version)
+                    self.stats.applied.append(changes.head.seq)
+            finally:
+                # Let this commit's segment merges finish (so segments do not pile up
+                # and deleted documents are purged), then free the directory's lock.
+                try:
+                    writer.wait_merging_threads()
+                except Exception as exc:  # the writer is dropped either way
+                    log.warning("BM25 segment merge did not finish: %s", exc)
+                del writer
+            return self._view(version, changes.head)
+
+    def _apply(self, writer: Any, changes: Changes) -> None:
+        t0 = time.perf_counter()
+        if changes.paper_ids is None:
+            writer.delete_all_documents()
+            rows = (
+                ChunkHit(cid, str(meta["paper_id"]), doc or "", math.nan, meta)
+                for cid, doc, meta in self.store.iter_chunks(include_documents=True)
+            )
+            n = self._add(writer, rows)
+            writer.commit()
+            self.stats.full_builds += 1
+            log.info("BM25 index built from %d chunks in %.2fs", n, time.perf_counter() - t0)
+            return
+        papers = sorted(changes.paper_ids)
+        for pid in papers:
+            writer.delete_documents_by_term("paper_id", pid)
+        ids = [c.id for chunks in self.store.chunks_of(papers).values() for c in chunks]
+        n = self._add(writer, self._read(ids))
+        writer.commit()
+        self.stats.papers_applied += len(papers)
         log.info(
-            "BM25 index for version %s swapped in after %.1fs", version, time.perf_counter() - t0
+            "BM25 index: %d changed papers (%d chunks) applied in %.2fs",
+            len(papers),
+            n,
+            time.perf_counter() - t0,
         )
 
-    def _load_or_build(self, version: str | None) -> LexicalIndex:
-        if self.directory is not None and version is not None:
-            saved = LexicalIndex.load(self.directory)
-            if saved is not None and saved.version == version:
-                return saved
-        index = LexicalIndex.from_store(self.store)
-        self._save(index)
-        return index
+    def _read(self, ids: list[str]) -> Iterable[ChunkHit]:
+        for lo in range(0, len(ids), _PAGE):
+            yield from self.store.get(ids[lo : lo + _PAGE])
 
-    def _save(self, index: LexicalIndex) -> None:
-        if self.directory is None or index.version is None:
-            return
+    def _add(self, writer: Any, rows: Iterable[ChunkHit]) -> int:
+        n = 0
+        for hit in rows:
+            writer.add_document(_document(hit))
+            n += 1
+        self.stats.docs_added += n
+        return n
+
+    # -- the directory ----------------------------------------------------------------
+
+    def _open_tantivy(self) -> tantivy.Index:
+        if self._tantivy is None:
+            path = self._index_path
+            path.mkdir(parents=True, exist_ok=True)
+            ix = tantivy.Index(schema(), path=str(path), reuse=True)
+            ix.register_tokenizer(ANALYZER, analyzer())  # on every open: it is not saved
+            ix.config_reader(reload_policy="Manual")  # views change only when we say
+            self._tantivy = ix
+        return self._tantivy
+
+    def _try_writer(self) -> Any | None:
         try:
-            index.save(self.directory)
-        except OSError as exc:  # a read-only disk costs a rebuild next start, nothing more
-            log.warning("could not save the BM25 index to %s: %s", self.directory, exc)
+            return self._open_tantivy().writer(WRITER_HEAP, num_threads=1)
+        except ValueError as exc:
+            if "LockBusy" in str(exc):
+                return None
+            raise
+
+    @property
+    def _index_path(self) -> Path:
+        return self.directory / f"index-v{FORMAT}"
+
+    @property
+    def _marker_path(self) -> Path:
+        return self.directory / f"applied-v{FORMAT}.json"
+
+    def _read_marker(self) -> LogPosition | None:
+        """The log position the committed index holds (None: no usable index)."""
+        try:
+            data = json.loads(self._marker_path.read_text())
+            if not (self._index_path / "meta.json").exists():
+                # A marker outlives its index only in a damaged directory (the marker
+                # is written after the commit): drop it, so an empty index made in its
+                # place is never taken for one at that position.
+                self._marker_path.unlink(missing_ok=True)
+                return None
+            if data.get("format") != FORMAT:
+                return None
+            return LogPosition(str(data["epoch"]), int(data["seq"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_marker(self, position: LogPosition, version: str | None) -> None:
+        """After the commit, atomically: a crash between the two only costs
+        applying the same entries again (deleting and re-adding is idempotent)."""
+        data = {"format": FORMAT, "epoch": position.epoch, "seq": position.seq, "version": version}
+        tmp = self._marker_path.with_name(f".applied.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._marker_path)

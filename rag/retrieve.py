@@ -156,8 +156,7 @@ class Retriever:
             q.timings["dense"] = time.perf_counter() - t0
         if q.mode in ("hybrid", "bm25"):
             t0 = time.perf_counter()
-            mask = None if q.filters.empty else q.index.mask(q.filters.matches)
-            q.lexical = q.index.search(q.text, n, mask)
+            q.lexical = q.index.search(q.text, n, q.filters)
             q.timings["bm25"] = time.perf_counter() - t0
 
     def fuse(self, q: Query) -> None:

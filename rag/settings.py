@@ -121,21 +121,16 @@ class RetrievalSettings(_Group):
     lexical_sync_below: int = Field(
         10_000,
         ge=0,
-        description="Below this many chunks a changed collection's BM25 index is rebuilt in "
-        "the query that notices the change (readers see new text at once; 10k chunks took "
-        "2.6 s in make bench). Above it the old index keeps answering while the new one "
-        "is built in the background (300k chunks took 235 s).",
+        description="Below this many chunks a reader's BM25 index catches up with the "
+        "store's change log in the query that notices the change (readers see new text at "
+        "once). Above it the current index keeps answering while the changed papers are "
+        "applied in the background.",
     )
     record_cache: int = Field(
         50_000,
         ge=0,
         description="Chunk records (text and metadata) kept in memory for the query path, "
         "dropped whenever the collection changes (0: read every record from Chroma).",
-    )
-    bm25_jit: bool = Field(
-        True,
-        description="At API start, compile the BM25 kernels with numba in the background "
-        "(about 9 s on 2 cores); queries then score BM25 about 20x faster on large corpora.",
     )
     reranker: str = Field(
         "none",

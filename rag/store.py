@@ -9,6 +9,12 @@ chunk's text, its vector and a flat metadata dict (`paper_id`, `title`,
 into its engine's query language itself, so nothing outside a store's module
 knows that syntax. A second store is one new module with a class that meets the
 protocol, plus one line in `STORES`.
+
+Every store also keeps a change log: writers append the ids of the papers they
+are about to change and have changed (`log_changes`), and a reader that derives
+something from the store (the BM25 index, rag/lexical.py) asks what changed
+since the entry it last applied (`changes_since`). The log lives in the store
+itself, so a reader needs nothing but the store's address and its own disk.
 """
 
 from __future__ import annotations
@@ -39,6 +45,27 @@ class StoredChunk:
     metadata: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class LogPosition:
+    """Where a reader is in a store's change log: the log's identity (a new log,
+    say after the collection was recreated, has another) and the last entry read."""
+
+    epoch: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed after a `LogPosition`: the papers to re-read, up to `head`."""
+
+    head: LogPosition
+    """The newest entry of the log (what a reader is at once it has applied these)."""
+    paper_ids: frozenset[str] | None
+    """Papers changed since the position asked about; None when the log cannot tell
+    (another epoch, trimmed past that position, or a change logged without paper
+    ids): the reader has to start over from the whole store."""
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """What citeqa needs of a vector store. Methods raise `StoreUnavailable` when
@@ -66,7 +93,19 @@ class VectorStore(Protocol):
     def delete(self, ids: Sequence[str]) -> None: ...
 
     def bump_version(self) -> str:
-        """Mark the store changed, so readers rebuild what they derive from it."""
+        """Mark the store changed without saying what changed: readers rebuild what
+        they derive from it from scratch (logged as an entry without paper ids)."""
+        ...
+
+    def log_changes(self, paper_ids: Iterable[str]) -> str:
+        """Append the papers being (or just) changed to the change log and stamp a
+        new version; returns the version. Writers call it before their first write
+        of a paper (so a run killed half-way still names what it touched) and after
+        the last."""
+        ...
+
+    def changes_since(self, position: LogPosition | None) -> Changes:
+        """The papers changed after `position` (None: a reader with nothing yet)."""
         ...
 
     # -- reads

@@ -35,7 +35,6 @@ hypothesis_settings.register_profile("ci", derandomize=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 os.environ["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"
-os.environ["CITEQA_RETRIEVAL__BM25_JIT"] = "0"
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +47,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("CITEQA_DATA_DIR", str(data_dir))
     # Background warm-up would compete for the 2 cores with timing-sensitive tests.
     monkeypatch.setenv("CITEQA_RETRIEVAL__WARM_SENTENCES", "0")
-    monkeypatch.setenv("CITEQA_RETRIEVAL__BM25_JIT", "0")
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()

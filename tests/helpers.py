@@ -96,7 +96,6 @@ def base_env(**extra: str) -> dict[str, str]:
         if not k.startswith("CITEQA_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")
     }
     env["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"  # no background CPU in timing tests
-    env["CITEQA_RETRIEVAL__BM25_JIT"] = "0"
     env.update(extra)
     return env
 

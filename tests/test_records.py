@@ -86,40 +86,16 @@ def test_retrieval_reads_records_once_per_version(tmp_path: Path, embeddings, mo
     assert len(reads) > n
 
 
-def test_bm25_kernels_compiled_by_numba_score_like_numpy(sample_retriever) -> None:
-    """The JIT path (what the API switches to after its warm-up) ranks with the
-    same scores as numpy, with and without a filter mask, and skips unknown words."""
-    import numpy as np
-
-    from rag.lexical import compile_jit, jit_ready
-
-    index = sample_retriever.lexical.get()
-    queries = ["random forests smoothing", "low light image enhancement", "diffusion"]
-    mask = np.array([i % 2 for i in range(len(index))], dtype=np.float32)
-    index.retriever.backend = "numpy"
-    before = [(index.search(q, 20), index.search(q, 20, mask)) for q in queries]
-    assert compile_jit() and jit_ready()
-    after = [(index.search(q, 20), index.search(q, 20, mask)) for q in queries]
-    assert index.retriever.backend == "numba"
-    for (plain, masked), (jplain, jmasked) in zip(before, after, strict=True):
-        assert plain and masked
-        assert [round(h.score, 4) for h in plain] == [round(h.score, 4) for h in jplain]
-        assert {h.id for h in plain[:5]} == {h.id for h in jplain[:5]}
-        assert [round(h.score, 4) for h in masked] == [round(h.score, 4) for h in jmasked]
-        assert all(index.ids.index(h.id) % 2 == 1 for h in jmasked)
-    assert index.search("zzzqqq xxyyzz", 5) == []
-
-
-def test_a_large_index_is_rebuilt_in_the_background_while_the_old_one_answers(
+def test_a_large_index_catches_up_in_the_background_while_the_old_one_answers(
     tmp_path: Path, embeddings, monkeypatch
 ) -> None:
     """Above `lexical_sync_below` chunks a changed collection never stalls a query:
-    the old BM25 index answers (with records read afresh, so no old text is shown)
-    until the new one is swapped in."""
+    the old BM25 view answers (with records read afresh, so no old text is shown)
+    until the changed papers are applied and the new view is swapped in."""
     import threading
     import time
 
-    from rag.lexical import LexicalIndex
+    from rag.lexical import LexicalCache
 
     settings = Settings(
         data_dir=tmp_path / "d",
@@ -150,15 +126,13 @@ def test_a_large_index_is_rebuilt_in_the_background_while_the_old_one_answers(
     IngestJob(store, embeddings, settings, progress=False).run([str(src)])
 
     release = threading.Event()
-    real = LexicalIndex.from_store
+    real = LexicalCache._apply
 
-    def slow_build(cls, s):  # type: ignore[no-untyped-def]
-        assert release.wait(30), "the test never released the build"
-        return real(s)
+    def slow_apply(self, writer, changes):  # type: ignore[no-untyped-def]
+        assert release.wait(30), "the test never released the catch-up"
+        return real(self, writer, changes)
 
-    monkeypatch.setattr(LexicalIndex, "from_store", classmethod(slow_build))
-    # As with a Chroma server: the reader shares no disk with the ingest job.
-    monkeypatch.setattr(LexicalIndex, "load", classmethod(lambda cls, d: None))
+    monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
     t0 = time.perf_counter()
     during = reader.retrieve("marrowlight probing", k=1)
     assert time.perf_counter() - t0 < 10, "the query waited for the rebuild"
@@ -176,6 +150,8 @@ def test_a_large_index_is_rebuilt_in_the_background_while_the_old_one_answers(
     assert not reader.lexical.rebuilding and reader.lexical.current is not old
     found = reader.retrieve("quillfern", k=1, mode="bm25").sources
     assert found and found[0].paper_id == "2405.00078"
+    # Only the two changed papers were read again, never the whole store.
+    assert reader.lexical.stats.full_builds == 1 and reader.lexical.stats.papers_applied == 2
 
 
 def test_mmr_reorders_papers_and_embeds_only_chunks_bm25_found_alone(

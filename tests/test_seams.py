@@ -22,7 +22,7 @@ from ingest.job import IngestJob
 from rag import rerank
 from rag.chain import AnswerCancelled, Question, build_chain
 from rag.generate import generator_names
-from rag.lexical import LexicalIndex
+from rag.lexical import LexicalCache
 from rag.retrieve import make_retriever, search_papers
 from rag.settings import Settings
 from rag.store import StoreConfigError, VectorStore, open_store
@@ -322,15 +322,15 @@ def test_an_admin_upload_does_not_stall_readers(
     IngestJob(store, fake_embeddings, settings, progress=False).run([str(first)])
     app = create_app(settings, store=store, embeddings=fake_embeddings)
     release = threading.Event()
-    real = LexicalIndex.from_store.__func__  # type: ignore[attr-defined]
+    real = LexicalCache._apply
 
-    def held(cls, store):  # type: ignore[no-untyped-def]
-        assert release.wait(60), "the BM25 build was never released"
-        return real(cls, store)
+    def held(self, writer, changes):  # type: ignore[no-untyped-def]
+        assert release.wait(60), "the BM25 catch-up was never released"
+        return real(self, writer, changes)
 
     with TestClient(app) as c:
         assert c.get("/v1/search", params={"q": "marrowlight"}).status_code == 200
-        monkeypatch.setattr(LexicalIndex, "from_store", classmethod(held))
+        monkeypatch.setattr(LexicalCache, "_apply", held)
         upload: dict = {}
 
         def post() -> None:

@@ -32,7 +32,6 @@ def _serve(tmp: Path, extra: dict[str, str]) -> tuple[subprocess.Popen, str, Pat
         CITEQA_API__MAX_BODY_BYTES="2048",
         CITEQA_API__MAX_UPLOAD_BYTES="8192",
         CITEQA_RETRIEVAL__WARM_SENTENCES="0",
-        CITEQA_RETRIEVAL__BM25_JIT="0",
         **extra,
     )
     port = free_port()

@@ -79,7 +79,8 @@ async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> JS
         body["bm25"] = {
             "chunks": len(current) if current is not None else 0,
             "version": current.version if current is not None else None,
-            "rebuilding": lexical.rebuilding,  # the old index answers meanwhile
+            "log_seq": current.position.seq if current and current.position else None,
+            "rebuilding": lexical.rebuilding,  # the current view answers meanwhile
         }
     return JSONResponse(body, status_code=code)
 

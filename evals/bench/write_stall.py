@@ -33,7 +33,7 @@ def run(chunks: int, papers: int, after_s: float = 8.0) -> dict[str, Any]:
     settings = Settings(
         data_dir=tmp,
         admin_key=SecretStr("bench-admin"),
-        retrieval={"warm_sentences": 0, "bm25_jit": False, "lexical_refresh_seconds": 0.2},
+        retrieval={"warm_sentences": 0, "lexical_refresh_seconds": 0.2},
     )
     store = open_store(settings)
     syn = Synthetic()
