@@ -63,7 +63,7 @@ class Evidence:
     """Its best sentence's similarity to the question (cosine and term overlap)."""
 
 
-SHORTLIST_PER_PAPER = 4  # sentences embedded per paper
+SHORTLIST_PER_PAPER = 6  # sentences embedded per paper
 CLOSING_SHORTLIST = 0.2  # the closing sentence is embedded even with few shared words
 _BOILERPLATE = re.compile(
     r"(https?://|\bcode (is|are|will be)\b.*\bavailable\b|\bavailable at\b|\bgithub\b)", re.I

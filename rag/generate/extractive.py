@@ -27,6 +27,7 @@ from rag.types import Source
 
 MAX_SENTENCES = 6
 MAX_PER_PAPER = 2
+SOLE_PAPER = 3  # sentences when one paper answers: its finding and its conclusion
 REDUNDANT = 0.85  # cosine above which a sentence repeats one already picked
 RELATIVE_FLOOR = 0.7  # keep sentences scoring at least this share of the best one
 LAMBDA = 0.75
@@ -85,7 +86,7 @@ class ExtractiveGenerator:
             pid = c.sentence.source.paper_id
             own_top[pid] = max(own_top.get(pid, 0.0), c.relevance)
         per_paper: dict[str, int] = {}
-        cap = 1 if len(kept) >= 3 else MAX_PER_PAPER
+        cap = 1 if len(kept) >= 3 else MAX_PER_PAPER if len(kept) == 2 else SOLE_PAPER
         rank = {pid: i for i, pid in enumerate(kept)}
 
         def admit(i: int, sim: float) -> bool:
