@@ -39,6 +39,12 @@ class ChunkingSettings(_Group):
     overlap: int = Field(
         200, ge=0, le=4000, description="Characters of overlap between neighbouring chunks."
     )
+    title: Literal["every", "first"] = Field(
+        "every",
+        description="Where the embedder sees the paper's title: 'every' chunk, or only the "
+        "'first' (the paper's other chunks embed their own text; BM25 indexes the title "
+        "with every chunk either way, at no embedding cost).",
+    )
 
 
 class EmbeddingSettings(_Group):
@@ -306,6 +312,7 @@ class Settings(BaseSettings):
             "model": self.embedding.model,
             "chunk_size": self.chunking.size,
             "chunk_overlap": self.chunking.overlap,
+            "chunk_title": self.chunking.title,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 

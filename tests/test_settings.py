@@ -31,6 +31,8 @@ def test_collection_name_changes_with_what_makes_vectors_comparable() -> None:
     assert len(base.collection_name) >= 3
     assert Settings(chunking={"size": 500}).collection_name != base.collection_name
     assert Settings(chunking={"overlap": 10}).collection_name != base.collection_name
+    every = Settings(chunking={"title": "every"}).collection_name
+    assert every != Settings(chunking={"title": "first"}).collection_name
     assert Settings(embedding={"model": "other"}).collection_name != base.collection_name
     # Things that do not change vectors keep the collection.
     assert Settings(port=9000, embedding={"batch_size": 8}).collection_name == base.collection_name
