@@ -51,13 +51,42 @@ def abstract_tokens(papers: list[Any]) -> float:
     return statistics.fmean(len(i) for i in ids)
 
 
-def measure(papers: list[Any], chunking: ChunkingSettings) -> dict[str, Any]:
-    """Chunks and embedded tokens per paper under `chunking`."""
-    texts = [
+def embed_texts(papers: list[Any], chunking: ChunkingSettings) -> list[str]:
+    return [
         embed_text(p, c, chunking.title)
         for p in papers
         for c in chunk_paper(p, chunking.size, chunking.overlap)
     ]
+
+
+def time_embedding(
+    papers: list[Any], settings: dict[str, ChunkingSettings], rounds: int
+) -> dict[str, float]:
+    """Median papers/s of embedding each setting's texts with the configured model,
+    the settings taking turns (ABAB...) so a busy machine slows each alike. Embedding
+    is ~96% of ingest time (README, Performance), so this is the ingest rate's bound."""
+    import time
+
+    from rag.embeddings import make_embeddings
+
+    embeddings = make_embeddings(Settings())
+    load = getattr(embeddings, "load", None)
+    if callable(load):
+        load()
+    embeddings.embed_documents(["warm up the model"] * 8)
+    texts = {name: embed_texts(papers, c) for name, c in settings.items()}
+    spent: dict[str, list[float]] = {name: [] for name in settings}
+    for _ in range(rounds):
+        for name, batch in texts.items():
+            t0 = time.perf_counter()
+            embeddings.embed_documents(batch)
+            spent[name].append(time.perf_counter() - t0)
+    return {name: len(papers) / statistics.median(s) for name, s in spent.items()}
+
+
+def measure(papers: list[Any], chunking: ChunkingSettings) -> dict[str, Any]:
+    """Chunks and embedded tokens per paper under `chunking`."""
+    texts = embed_texts(papers, chunking)
     tokens = seen_tokens(texts)
     _, window = _tokenizer()
     n = len(papers)
@@ -80,6 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="sample", choices=sorted(DATASETS))
     parser.add_argument("--corpus", type=Path, help="Corpus file (default: the dataset's).")
+    parser.add_argument(
+        "--time",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="Also embed both settings' texts ROUNDS times each, alternating, and print "
+        "the median papers/s (slow: the model runs on every chunk).",
+    )
     args = parser.parse_args(argv)
     path = args.corpus or DATASETS[args.dataset].corpus
     papers = list(corpus(path).values())
@@ -96,6 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     assert base is not None
     ratio = row["tokens_per_paper"] / base["tokens_per_paper"]
     print(f"current / old default tokens per paper: {ratio:.2f}")
+    if args.time:
+        rates = time_embedding(papers, {"old": OLD_DEFAULT, "current": current}, args.time)
+        print(
+            f"embedding, median of {args.time}: old default {rates['old']:.2f} papers/s, "
+            f"current {rates['current']:.2f} papers/s ({rates['current'] / rates['old']:.2f}x)"
+        )
 
 
 if __name__ == "__main__":
