@@ -3,8 +3,8 @@
 Two configurations answer every question of a dev set (a corpus and questions
 over it, `evals/dataset.py`: the sample by default, or `pubmedqa`):
 
-* `citeqa`: the default settings (800/200 chunks, hybrid retrieval, relevance
-  gate, citation verification);
+* `citeqa`: the default settings (800/0 chunks, the title embedded once, hybrid
+  retrieval, relevance gate, citation verification);
 * `baseline`: what a LangChain tutorial builds: 1000/200 character chunks in
   `langchain_chroma.Chroma`, dense top-4, every chunk stuffed into the prompt
   as a numbered source, no gate, no verification.

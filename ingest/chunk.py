@@ -45,6 +45,9 @@ def chunk_paper(paper: Paper, size: int, overlap: int) -> list[Chunk]:
     return chunks
 
 
-def embed_text(paper: Paper, chunk: Chunk) -> str:
-    """What the embedder sees (the same text BM25 indexes)."""
+def embed_text(paper: Paper, chunk: Chunk, title: str = "first") -> str:
+    """What the embedder sees: the chunk, with the paper's title in front of every
+    chunk (`title="every"`, the text BM25 indexes) or of chunk 0 only ("first")."""
+    if title == "first" and chunk.chunk_index > 0:
+        return chunk.text
     return indexed_text(paper.title, chunk.text)

@@ -311,7 +311,9 @@ class IngestJob:
         self._begin(p.paper.paper_id for p in pending if p.chunks or p.stale_ids)
         step = max(1, min(self.store.max_batch_size, self.settings.embedding.batch_size * 4))
         for part in _paper_aligned(rows, step, self.store.max_batch_size):
-            vectors = self.embeddings.embed_documents([embed_text(p.paper, c) for p, c in part])
+            vectors = self.embeddings.embed_documents(
+                [embed_text(p.paper, c, self.settings.chunking.title) for p, c in part]
+            )
             self.store.upsert(
                 ids=[c.id for _, c in part],
                 embeddings=vectors,

@@ -37,7 +37,13 @@ class _Group(BaseModel):
 class ChunkingSettings(_Group):
     size: int = Field(800, ge=100, le=8000, description="Target chunk length in characters.")
     overlap: int = Field(
-        200, ge=0, le=4000, description="Characters of overlap between neighbouring chunks."
+        0, ge=0, le=4000, description="Characters of overlap between neighbouring chunks."
+    )
+    title: Literal["every", "first"] = Field(
+        "first",
+        description="Where the embedder sees the paper's title: 'every' chunk, or only the "
+        "'first' (the paper's other chunks embed their own text; BM25 indexes the title "
+        "with every chunk either way, at no embedding cost).",
     )
 
 
@@ -309,6 +315,7 @@ class Settings(BaseSettings):
             "model": self.embedding.model,
             "chunk_size": self.chunking.size,
             "chunk_overlap": self.chunking.overlap,
+            "chunk_title": self.chunking.title,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 

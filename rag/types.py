@@ -68,8 +68,8 @@ class Chunk:
 
 
 def indexed_text(title: str, text: str) -> str:
-    """What the embedder and BM25 see of a chunk: the title carries the paper's
-    topic into every chunk."""
+    """What BM25 indexes of every chunk, and what the embedder sees of chunk 0 (of
+    every chunk with `chunking.title="every"`): the title carries the paper's topic."""
     return f"{title}\n{text}"
 
 

@@ -55,8 +55,13 @@ def test_a_sentence_longer_than_a_chunk_is_still_split() -> None:
     assert chunks[-1].end == len(paper.abstract)
 
 
-def test_title_is_embedded_with_every_chunk() -> None:
-    paper = _sample_papers()[0]
-    for c in chunk_paper(paper, 800, 200):
-        text = embed_text(paper, c)
+def test_title_is_embedded_with_every_chunk_or_the_first() -> None:
+    paper = max(_sample_papers(), key=lambda p: len(p.abstract))
+    chunks = chunk_paper(paper, 800, 200)
+    assert len(chunks) > 1
+    for c in chunks:
+        text = embed_text(paper, c, "every")
         assert text.startswith(paper.title) and text.endswith(c.text)
+    # "first": the title once per paper, with chunk 0; the others embed their own text.
+    assert embed_text(paper, chunks[0], "first") == embed_text(paper, chunks[0], "every")
+    assert [embed_text(paper, c, "first") for c in chunks[1:]] == [c.text for c in chunks[1:]]

@@ -9,7 +9,7 @@ from pathlib import Path
 from ingest.job import IngestJob
 from rag.settings import Settings
 from rag.store import open_store
-from tests.helpers import SAMPLE
+from tests.helpers import SAMPLE, FakeEmbeddings
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> str:
@@ -141,3 +141,27 @@ def test_batches_respect_the_store_max_batch_size(tmp_path: Path, fake_embedding
     )
     assert summary.chunks_written == store.count() > 7
     assert max(calls) <= 7 and sum(calls) == summary.chunks_written
+
+
+def test_title_setting_decides_what_is_embedded(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class Recording(FakeEmbeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            seen.extend(texts)
+            return super().embed_documents(texts)
+
+    src = _write_jsonl(tmp_path / "a.jsonl", [_paper(1)])
+    title = _paper(1)["title"]
+    for mode, with_title in (("every", None), ("first", 1)):
+        seen.clear()
+        settings = Settings(
+            data_dir=tmp_path / mode, chunking={"size": 200, "overlap": 0, "title": mode}
+        )
+        store = open_store(settings)
+        IngestJob(store, Recording(), settings, progress=False).run([src])
+        assert len(seen) == store.count() > 2
+        titled = sum(t.startswith(title + "\n") for t in seen)
+        assert titled == (with_title or len(seen)), mode
+        # The stored documents are the chunk text either way (BM25 adds the title itself).
+        assert all(not doc.startswith(title) for doc, _ in _state(store).values())

@@ -31,9 +31,24 @@ def test_collection_name_changes_with_what_makes_vectors_comparable() -> None:
     assert len(base.collection_name) >= 3
     assert Settings(chunking={"size": 500}).collection_name != base.collection_name
     assert Settings(chunking={"overlap": 10}).collection_name != base.collection_name
+    every = Settings(chunking={"title": "every"}).collection_name
+    assert every != Settings(chunking={"title": "first"}).collection_name
     assert Settings(embedding={"model": "other"}).collection_name != base.collection_name
     # Things that do not change vectors keep the collection.
     assert Settings(port=9000, embedding={"batch_size": 8}).collection_name == base.collection_name
+
+
+def test_stores_built_before_issue_16_are_not_reused() -> None:
+    """The chunking default changed (issue 16): a store of the old chunks gets a new
+    collection name, so it is re-ingested rather than mixed with the new chunks."""
+    import hashlib
+    import json
+
+    old_key = {"provider": "local", "model": "all-MiniLM-L6-v2", "chunk_size": 800}
+    old_key["chunk_overlap"] = 200
+    old = hashlib.sha256(json.dumps(old_key, sort_keys=True).encode()).hexdigest()[:10]
+    assert Settings().collection_name != f"citeqa-{old}"
+    assert Settings(chunking={"size": 800, "overlap": 200}).collection_name != f"citeqa-{old}"
 
 
 def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
