@@ -4,9 +4,11 @@ the benchmarks, which both start `citeqa serve`, `chroma run` and llama.cpp."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +34,18 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def start_chroma(path: Path, port: int) -> subprocess.Popen:
+    """A `chroma run` server on a loopback port, answering."""
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
+    proc = subprocess.Popen(
+        [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc=proc)
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:
