@@ -33,8 +33,10 @@ node needs citeqa installed with the `ray` extra.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -162,11 +164,46 @@ def run_ray(
         check_readable(path)  # fail before touching the store or the cluster
         formats.append(fmt or detect_format(path))
     ray = check_ready(settings)
+    started = time.perf_counter()
+    # Ray prints worker and raylet notices ("task failed, retrying") to stdout from
+    # its own threads; stdout is for the summary (`--json`), so they go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = _run(
+            ray,
+            paths,
+            formats,
+            store,
+            settings,
+            address,
+            prune,
+            workers,
+            papers_per_batch,
+            split_bytes,
+            stall_timeout,
+            progress,
+        )
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run(
+    ray,
+    paths,
+    formats,
+    store,
+    settings,
+    address,
+    prune,
+    workers,
+    papers_per_batch,
+    split_bytes,
+    stall_timeout,
+    progress,
+):  # type: ignore[no-untyped-def]
     from ray.data import ActorPoolStrategy, DataContext
 
     from ingest import ray_stages
 
-    started = time.perf_counter()
     own = not ray.is_initialized()
     if own:
         try:
@@ -215,12 +252,10 @@ def run_ray(
                 **resources,
             )
         )
-        summary = _write(ds, paths, store, settings, prune, papers_per_batch)
+        return _write(ds, paths, store, settings, prune, papers_per_batch)
     finally:
         if own:
             ray.shutdown()
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 def _write(
