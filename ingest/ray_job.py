@@ -174,32 +174,26 @@ def run_ray(
             formats,
             store,
             settings,
-            address,
-            prune,
-            workers,
-            papers_per_batch,
-            split_bytes,
-            stall_timeout,
-            progress,
+            address=address,
+            prune=prune,
+            workers=workers,
+            papers_per_batch=papers_per_batch,
+            split_bytes=split_bytes,
+            stall_timeout=stall_timeout,
+            progress=progress,
         )
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _run(
-    ray,
-    paths,
-    formats,
-    store,
-    settings,
-    address,
-    prune,
-    workers,
-    papers_per_batch,
-    split_bytes,
-    stall_timeout,
-    progress,
-):  # type: ignore[no-untyped-def]
+    ray: Any,
+    paths: Sequence[str],
+    formats: list[str],
+    store: Store,
+    settings: Settings,
+    **opts: Any,
+) -> IngestSummary:
     from ray.data import ActorPoolStrategy, DataContext
 
     from ingest import ray_stages
@@ -208,34 +202,36 @@ def _run(
     if own:
         try:
             ray.init(
-                address=address,
+                address=opts["address"],
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 log_to_driver=False,
                 configure_logging=True,
             )
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise RayIngestError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+            raise RayIngestError(
+                f"cannot reach the Ray cluster at {opts['address']}: {exc}"
+            ) from exc
     try:
         ctx = DataContext.get_current()
         ctx.execution_options.preserve_order = True  # the write step needs input order
-        ctx.enable_progress_bars = progress
-        ctx.execution_no_progress_timeout_s = stall_timeout
+        ctx.enable_progress_bars = opts["progress"]
+        ctx.execution_no_progress_timeout_s = opts["stall_timeout"]
         # An exception in our code (the store did not answer, a read failed) is retried
         # twice; a dead worker process is always retried by Ray itself.
         ctx.retried_map_errors = True
         ctx.max_map_retries = 2
         # An embedding actor killed while loading its model is replaced, a few times.
         ctx.max_consecutive_actor_init_deaths = 3
-        n, resources, threads = actor_resources(ray.cluster_resources(), workers)
+        n, resources, threads = actor_resources(ray.cluster_resources(), opts["workers"])
         log.info("ray: %d embedding workers, each %s, %d threads", n, resources, threads)
-        source = ray_stages.PaperSource(list(paths), formats, split_bytes)
+        source = ray_stages.PaperSource(list(paths), formats, opts["split_bytes"])
         ds = (
             ray.data.read_datasource(source, ray_remote_args={"num_cpus": READ_CPUS})
             .map_batches(
                 ray_stages.diff_batch,
                 batch_format="pyarrow",
-                batch_size=papers_per_batch,
+                batch_size=opts["papers_per_batch"],
                 fn_kwargs={"settings": settings},
                 num_cpus=READ_CPUS,
             )
@@ -252,7 +248,7 @@ def _run(
                 **resources,
             )
         )
-        return _write(ds, paths, store, settings, prune, papers_per_batch)
+        return _write(ds, paths, store, settings, opts["prune"], opts["papers_per_batch"])
     finally:
         if own:
             ray.shutdown()

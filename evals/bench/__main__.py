@@ -115,7 +115,8 @@ def main() -> None:
         report["ray"] = result
         if "rows" in result:
             table(
-                f"Ingest on Ray ({result['papers']} PubMed abstracts, {result['texts']} texts)",
+                f"Ingest on Ray ({result['papers']} papers of {result['corpus']}, "
+                f"{result['texts']} texts)",
                 ray_ingest.HEADER,
                 result.pop("rows"),
             )

@@ -184,7 +184,7 @@ def run(
         "benchmark": "ray_ingest",
         "cores": os.cpu_count(),
         "repeats": repeats,
-        "corpus": str(source.name if source == SAMPLE_CORPUS else PUBMED),
+        "corpus": "the sample corpus" if source == SAMPLE_CORPUS else "PubMedQA",
         "papers": runs[sides[0]][0]["papers_read"],
         "texts": runs[sides[0]][0]["chunks_written"],
         "engines": {},
