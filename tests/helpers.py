@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from langchain_core.embeddings import Embeddings
 
-from evals.procs import free_port, stop, wait_http
+from evals.procs import free_port, start_chroma, stop, wait_http
 from rag.settings import SAMPLE_CORPUS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,18 +98,6 @@ def base_env(**extra: str) -> dict[str, str]:
     env["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"  # no background CPU in timing tests
     env.update(extra)
     return env
-
-
-def start_chroma(path: Path, port: int) -> subprocess.Popen:
-    """A `chroma run` server on a loopback port, answering."""
-    chroma = shutil.which("chroma", path=str(VENV_BIN)) or "chroma"
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc=proc)
-    return proc
 
 
 def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:

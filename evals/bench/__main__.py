@@ -1,9 +1,12 @@
 """`make bench`: every benchmark, each against its baseline in the same run, into
 reports/bench.json and reports/bench.md (medians; the machine's core count).
 
-    python -m evals.bench [--quick] [--only ingest,embed,query,scale] [--out reports]
+    python -m evals.bench [--quick] [--only ingest,embed,query,scale,ray] [--out reports]
 
 --quick runs smaller sizes (10k and 30k chunks, fewer requests) for a fast look.
+`ray` compares `--engine ray` (one and two workers, and an OpenAI-compatible
+embedding server) with the single-process ingest; it is skipped with a message
+when Ray is not installed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("embed", "ingest", "query", "scale")
+PARTS = ("embed", "ingest", "query", "scale", "ray")
 
 
 def _ingest(quick: bool, out: Path) -> tuple[dict[str, Any], list[str], list[tuple]]:
@@ -104,6 +107,21 @@ def main() -> None:
         result, rows = scale.run(sizes, 30 if args.quick else 60)
         report["scale"] = result
         table("Scale (synthetic corpus, precomputed vectors)", scale.HEADER, rows)
+
+    if "ray" in parts:
+        from evals.bench import ray_ingest
+
+        result = ray_ingest.run(100 if args.quick else 300, 1 if args.quick else 3, args.out)
+        report["ray"] = result
+        if "rows" in result:
+            table(
+                f"Ingest on Ray ({result['papers']} papers of {result['corpus']}, "
+                f"{result['texts']} texts)",
+                ray_ingest.HEADER,
+                result.pop("rows"),
+            )
+        else:
+            sections.extend(["", "## Ingest on Ray", "", result["skipped"]])
 
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "bench.md").write_text("\n".join(sections) + "\n")

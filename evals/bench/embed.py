@@ -30,7 +30,9 @@ def _chunk_texts() -> list[str]:
 
     cfg = Settings().chunking  # the chunks ingest embeds
     papers = [p for _, p in load(str(SAMPLE)) if not isinstance(p, Skipped)]
-    return [embed_text(p, c) for p in papers for c in chunk_paper(p, cfg.size, cfg.overlap)]
+    return [
+        embed_text(p, c, cfg.title) for p in papers for c in chunk_paper(p, cfg.size, cfg.overlap)
+    ]
 
 
 def run(repeats: int = 3) -> tuple[dict[str, Any], list[tuple]]:

@@ -59,24 +59,27 @@ def record_to_paper(record: object) -> Paper:
 JSON_WHITESPACE = " \t\r\n"
 
 
+def parse_jsonl_line(path: str, number: int, line: str) -> Paper | Skipped | None:
+    """One JSON Lines record: a paper, a skipped record, or None for a blank line.
+    The one per-line parser, shared by the whole-file loader and the byte-range reader
+    (ingest/loaders/ranges.py) that Ray's ingestion reads large files with."""
+    # Blank means JSON whitespace only: a line holding a control character
+    # that str.strip() would also remove (\x1c, \x85) is a broken record.
+    if not line.strip(JSON_WHITESPACE):
+        return None
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return Skipped(path, number, f"not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})")
+    try:
+        return record_to_paper(record)
+    except RecordError as exc:
+        return Skipped(path, number, str(exc))
+
+
 def load_jsonl(path: str) -> Iterator[tuple[int, Paper | Skipped]]:
     with open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
-            # Blank means JSON whitespace only: a line holding a control character
-            # that str.strip() would also remove (\x1c, \x85) is a broken record.
-            if not line.strip(JSON_WHITESPACE):
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                yield (
-                    number,
-                    Skipped(
-                        path, number, f"not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
-                    ),
-                )
-                continue
-            try:
-                yield number, record_to_paper(record)
-            except RecordError as exc:
-                yield number, Skipped(path, number, str(exc))
+            item = parse_jsonl_line(path, number, line)
+            if item is not None:
+                yield number, item
