@@ -107,14 +107,14 @@ class RetrievalSettings(_Group):
     mmr_lambda: float = Field(0.7, ge=0, le=1, description="MMR trade-off: 1 = relevance only.")
     gate: bool = Field(True, description="Refuse when nothing relevant was retrieved.")
     gate_coverage_weight: float = Field(
-        0.5,
+        0.45,
         ge=0,
         le=5,
         description="Weight of term coverage (IDF-weighted share of the question's terms "
         "found in the best papers) against the best chunk's cosine similarity in the gate.",
     )
     gate_threshold: float = Field(
-        0.6706,
+        0.7022,
         ge=-1,
         le=10,
         description="The gate passes when best cosine + weight x coverage reaches this. "
