@@ -28,7 +28,9 @@ def make_chat_model(settings: Settings, *, max_tokens: int | None = None) -> Cha
         model=settings.llm_model,
         base_url=settings.openai_base_url,
         api_key=key,  # type: ignore[arg-type]
-        timeout=settings.llm_timeout,
+        # The chain's deadline (llm_timeout) decides when an answer falls back; the
+        # client's own timeout is only a backstop behind it, so the two never race.
+        timeout=settings.llm_timeout + 2.0,
         max_retries=0,  # the chain falls back instead of retrying past its deadline
         temperature=settings.llm_temperature,
         max_tokens=max_tokens or settings.llm_max_tokens,  # type: ignore[call-arg]
