@@ -24,10 +24,12 @@ import numpy as np
 from evals.dataset import FOREIGN
 
 WEIGHTS = np.round(np.arange(0.0, 2.01, 0.05), 2)
-# A wrong refusal costs as much as a wrong answer: refusing a question the corpus
-# answers is a failure too. (Tried: a second, fitted gate on the papers' sentence
-# evidence; on held-out questions it made more errors than this rule, not fewer.)
-REFUSAL_COST = 1.0
+# A wrong refusal costs 1.5 wrong answers: a refused researcher gets nothing, while
+# an answer to a near-field question still quotes real papers, every claim verified.
+# (At 1.0 the held-out errors on the sample were the same, 5 + 6, and a hand-written
+# covered question of the tests was refused. Tried too: a second, fitted gate on
+# the papers' sentence evidence; held out, it made more errors than this rule.)
+REFUSAL_COST = 1.5
 DATASET_NAMES = ("sample", "pubmedqa")
 
 

@@ -114,7 +114,7 @@ class RetrievalSettings(_Group):
         "found in the best papers) against the best chunk's cosine similarity in the gate.",
     )
     gate_threshold: float = Field(
-        0.7022,
+        0.6225,
         ge=-1,
         le=10,
         description="The gate passes when best cosine + weight x coverage reaches this. "
