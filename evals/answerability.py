@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from evals.dataset import cached_rows
 from rag.answerable import (
     FEATURES,
     WEIGHTS,
@@ -38,7 +39,6 @@ from rag.answerable import (
 )
 from rag.types import Source
 
-DATASET_NAMES = ("sample", "pubmedqa")
 ANSWERABLE = ("single", "multi", "fact")
 
 
@@ -243,13 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fit", action="store_true", help="Write rag/answerable.json.")
     parser.add_argument("--refresh", action="store_true", help="Recollect the feature rows.")
     args = parser.parse_args(argv)
-    cache = args.out / "answerability-rows.jsonl"
-    if cache.is_file() and not args.refresh:
-        every = [json.loads(line) for line in cache.read_text().splitlines()]
-    else:
-        every = [r for name in DATASET_NAMES for r in collect(name, args.out)]
-        args.out.mkdir(parents=True, exist_ok=True)
-        cache.write_text("".join(json.dumps(r) + "\n" for r in every))
+    every = cached_rows(
+        args.out / "answerability-rows.jsonl", args.refresh, lambda name: collect(name, args.out)
+    )
     rows = with_features([r for r in every if r["kind"] in ANSWERABLE])
     print(f"{len(rows)} rows, {len({(r['corpus'], r['qid']) for r in rows})} questions")
     print("top-1 retrieved:", json.dumps(baseline(rows, 1), indent=1))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,16 @@ def subset(rows: list[dict[str, Any]], limit: int | None, seed: int = 0) -> list
         return rows
     keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
     return [rows[i] for i in keep]
+
+
+def cached_rows(
+    path: Path, refresh: bool, collect: Callable[[str], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Feature rows of both named dev sets (`collect(name)` for each), kept as JSON
+    Lines at `path` so refitting a model costs seconds; `refresh` collects again."""
+    if path.is_file() and not refresh:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    rows = [r for name in DATASETS for r in collect(name)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.dataset import FOREIGN
+from evals.dataset import FOREIGN, cached_rows
 
 WEIGHTS = np.round(np.arange(0.0, 2.01, 0.05), 2)
 # A wrong refusal costs 1.5 wrong answers: a refused researcher gets nothing, while
@@ -30,7 +30,6 @@ WEIGHTS = np.round(np.arange(0.0, 2.01, 0.05), 2)
 # covered question of the tests was refused. Tried too: a second, fitted gate on
 # the papers' sentence evidence; held out, it made more errors than this rule.)
 REFUSAL_COST = 1.5
-DATASET_NAMES = ("sample", "pubmedqa")
 
 
 def collect(name: str, out: Path) -> list[dict[str, Any]]:
@@ -139,13 +138,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--refresh", action="store_true", help="Recollect the features.")
     args = parser.parse_args()
-    cache = args.out / "gate-rows.jsonl"
-    if cache.is_file() and not args.refresh:
-        rows = [json.loads(line) for line in cache.read_text().splitlines()]
-    else:
-        rows = [r for name in DATASET_NAMES for r in collect(name, args.out)]
-        args.out.mkdir(parents=True, exist_ok=True)
-        cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = cached_rows(
+        args.out / "gate-rows.jsonl", args.refresh, lambda name: collect(name, args.out)
+    )
     w, t = best_rule(rows)
     current = Settings().retrieval
     held = cross_validated(rows)

@@ -85,6 +85,14 @@ def sample_store(sample_settings: Settings, embeddings: Embeddings):  # type: ig
 
 
 @pytest.fixture(scope="session")
+def sample_chain(sample_settings: Settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
+    """The default pipeline (extractive) over the sample store."""
+    from rag.chain import build_chain
+
+    return build_chain(sample_settings, store=sample_store, embeddings=embeddings)
+
+
+@pytest.fixture(scope="session")
 def sample_retriever(sample_settings: Settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
     from rag.retrieve import make_retriever
 

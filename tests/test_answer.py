@@ -24,9 +24,9 @@ from tests.helpers import SAMPLE, assert_valid_answer
 HELIX = "helixsurf-a-robust-and-efficient-neural-implicit-fae32ec7"
 
 
-@pytest.fixture(scope="module")
-def chain(sample_settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
-    return build_chain(sample_settings, store=sample_store, embeddings=embeddings)
+@pytest.fixture
+def chain(sample_chain):  # type: ignore[no-untyped-def]
+    return sample_chain
 
 
 class Boom:

@@ -95,11 +95,6 @@ def test_answerability_grows_with_a_papers_evidence() -> None:
 # -- the pipeline -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sample_chain(sample_settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
-    return build_chain(sample_settings, store=sample_store, embeddings=embeddings)
-
-
 class Spy:
     """A model that quotes one sentence of every source it is given, citing each."""
 
