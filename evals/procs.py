@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Until `url` answers below 500; fails early if `proc` exits first."""
+    """Until `url` answers below 500; fails early if `proc` exits first, and stops
+    `proc` if it never answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -33,6 +34,8 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    if proc is not None:
+        stop(proc)  # a server that never came up is not left running
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 

