@@ -64,9 +64,13 @@ class Evidence:
 
 
 SHORTLIST_PER_PAPER = 6  # sentences embedded per paper
-CLOSING_SHORTLIST = 0.2  # the closing sentence is embedded even with few shared words
+CLOSING_SHORTLIST = 0.2  # the closing sentences are embedded even with few shared words
+CLOSING_SENTENCES = 2  # an abstract's last sentences, where it states what it found
+# Sentences that say where the code is or where a trial was registered: never an answer.
 _BOILERPLATE = re.compile(
-    r"(https?://|\bcode (is|are|will be)\b.*\bavailable\b|\bavailable at\b|\bgithub\b)", re.I
+    r"(https?://|\bcode (is|are|will be)\b.*\bavailable\b|\bavailable at\b|\bgithub\b|"
+    r"\b(trial )?registration\b|\bregistered (at|with|in|as)\b)",
+    re.I,
 )
 
 
@@ -78,6 +82,9 @@ class Reading:
     topical: list[float]
     """0.7 * cosine + 0.3 * term overlap with the question, whatever the sentence's role."""
     vectors: np.ndarray
+    closing: list[bool]
+    """Whether the sentence is one of its abstract's last `CLOSING_SENTENCES` (boilerplate
+    aside): where abstracts in every field state their conclusion."""
 
     def evidence(self, sources: list[Source]) -> list[Evidence]:
         best: dict[str, float] = {}
@@ -97,22 +104,23 @@ def read_sentences(
 
     Only a shortlist is embedded: each paper's sentences that share the most of
     the question's terms or sit in a passage retrieval matched, and its closing
-    sentence (usually the conclusion). Keeps a cold question fast while every
+    sentences (usually the conclusion). Keeps a cold question fast while every
     paper gets a fair hearing. Embeddings are cached, so reading the same
     sources twice (the chain, then the extractive summary) costs little.
     """
     q_terms = set(terms(question))
     matched = {(src.paper_id, p.start, p.end) for src in sources for p in src.passages[:2]}
 
+    closing: set[tuple[str, int]] = set()  # (paper id, sentence start)
+
     def cheap(c: SourceSentence) -> float:
         in_passage = any(
             pid == c.source.paper_id and a <= c.start and c.end <= b for pid, a, b in matched
         )
-        closing = not c.source.abstract[c.end :].strip()
         return (
             overlap(q_terms, term_set(c.text))
             + (0.3 if in_passage else 0.0)
-            + (CLOSING_SHORTLIST if closing else 0.0)
+            + (CLOSING_SHORTLIST if (c.source.paper_id, c.start) in closing else 0.0)
         )
 
     cands: list[SourceSentence] = []
@@ -122,16 +130,17 @@ def read_sentences(
             for s in source_sentences(src)
             if len(s.text) >= 30 and not _BOILERPLATE.search(s.text)
         ]
+        closing.update((s.source.paper_id, s.start) for s in own[-CLOSING_SENTENCES:])
         cands.extend(sorted(own, key=cheap, reverse=True)[:SHORTLIST_PER_PAPER])
     if not cands:
-        return Reading([], [], np.zeros((0, 0), dtype=np.float32))
+        return Reading([], [], np.zeros((0, 0), dtype=np.float32), [])
     q_vec = encoder.encode_query(question, query_vector)
     vecs = encoder.encode([c.text for c in cands])
     topical = [
         0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, term_set(c.text))
         for i, c in enumerate(cands)
     ]
-    return Reading(cands, topical, vecs)
+    return Reading(cands, topical, vecs, [(c.source.paper_id, c.start) in closing for c in cands])
 
 
 def _inverse_rank(rank: int | None) -> float:

@@ -149,3 +149,31 @@ def test_a_set_question_cites_several_papers(sample_chain, question) -> None:  #
     answer = sample_chain.invoke(Question(question))
     assert not answer.refused
     assert len({c.paper_id for c in answer.citations}) >= 2
+
+
+# -- findings first -------------------------------------------------------------------
+
+COFFEE = (
+    "Whether regular coffee drinking changes the risk of kidney stones in adults is debated. "
+    "We followed 4,000 adults for ten years and recorded their coffee intake with yearly "
+    "questionnaires. Stones were confirmed by imaging in 212 participants. "
+    "Participants drinking two or more cups a day formed stones 30% less often than those "
+    "drinking none. Caffeinated beverages may thus lower nephrolithiasis incidence. "
+    "The study was registered at ClinicalTrials.gov (NCT01234567)."
+)
+
+
+def test_a_sole_papers_answer_carries_its_conclusion_not_its_registration(embeddings) -> None:  # type: ignore[no-untyped-def]
+    # The opening restates the question almost word for word; the conclusion shares
+    # few of its words. The conclusion is still quoted (it is what the paper found),
+    # and the closing registration line never is.
+    from rag.generate.extractive import ExtractiveGenerator
+    from rag.support import SentenceEncoder
+
+    src = Source(1, "coffee", "Coffee and kidney stones", COFFEE, None, 1.0, 1.0)
+    picked = ExtractiveGenerator(None, SentenceEncoder(embeddings)).select(
+        "Does regular coffee drinking change the risk of kidney stones in adults?", [src]
+    )
+    texts = [s.text for s in picked]
+    assert "Caffeinated beverages may thus lower nephrolithiasis incidence." in texts
+    assert not any("registered" in t for t in texts)

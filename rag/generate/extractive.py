@@ -5,7 +5,10 @@ candidate sentences are scored by embedding similarity to the question plus
 term overlap, weighted by rhetorical role (findings and conclusions over aims,
 methods and background); each paper's best sentence is taken first, then more
 by maximal marginal relevance (relevant, not redundant, at most two per paper,
-one when three or more papers answer). The summary groups the picked sentences
+one when three or more papers answer). When one or two papers answer, each
+one's conclusion (the closer to the question of its last two sentences, where
+abstracts in every field state what they found) joins its best sentence unless
+it is far off the question. The summary groups the picked sentences
 by paper, in each paper's own order, names the paper once, turns the authors'
 "we" into "the authors", and ends each sentence with its paper's marker.
 """
@@ -28,6 +31,7 @@ from rag.types import Source
 MAX_SENTENCES = 6
 MAX_PER_PAPER = 2
 SOLE_PAPER = 3  # sentences when one paper answers: its finding and its conclusion
+CLOSING_FLOOR = 0.5  # a conclusion at least this share as close as the paper's best sentence
 REDUNDANT = 0.85  # cosine above which a sentence repeats one already picked
 RELATIVE_FLOOR = 0.7  # keep sentences scoring at least this share of the best one
 LAMBDA = 0.75
@@ -109,6 +113,8 @@ class ExtractiveGenerator:
             )
             for pid in kept
         ]
+        if cap >= MAX_PER_PAPER:
+            firsts += self._conclusions(scored, read.closing, kept, firsts)
         for i in firsts:
             picked(i)
         chosen = mmr_select(
@@ -122,6 +128,24 @@ class ExtractiveGenerator:
         )
         chosen.sort(key=lambda i: rank[scored[i].sentence.source.paper_id])
         return [scored[i].sentence for i in chosen]
+
+    @staticmethod
+    def _conclusions(
+        scored: list[_Candidate], closing: list[bool], kept: list[str], firsts: list[int]
+    ) -> list[int]:
+        """Each paper's conclusion: the closest of its closing sentences to the question,
+        unless it is far off the question or the paper's best sentence already."""
+        best: dict[str, float] = {}
+        for c in scored:
+            pid = c.sentence.source.paper_id
+            best[pid] = max(best.get(pid, 0.0), c.topical)
+        out: dict[str, int] = {}
+        for i, c in enumerate(scored):
+            pid = c.sentence.source.paper_id
+            if closing[i] and pid in kept and c.topical >= CLOSING_FLOOR * best[pid]:
+                if pid not in out or c.topical > scored[out[pid]].topical:
+                    out[pid] = i
+        return [i for i in out.values() if i not in firsts]
 
     def compose(self, picked: list[SourceSentence]) -> str:
         groups: dict[int, list[SourceSentence]] = {}
@@ -186,8 +210,8 @@ _CONCLUSION = re.compile(
     r"(suggests?|indicates?) that|appears? to be|should be (considered|used))",
     re.I,
 )
-FINDING, BACKGROUND, OPENING = 1.08, 0.9, 0.95
-AIM, METHOD, CONCLUSION, CLOSING = 0.85, 0.9, 1.08, 1.25
+FINDING, BACKGROUND, OPENING = 1.08, 0.8, 0.9
+AIM, METHOD, CONCLUSION, CLOSING = 0.75, 0.9, 1.08, 1.25
 
 
 def rhetoric(c: SourceSentence) -> float:
