@@ -1,9 +1,13 @@
 """`make bench`: every benchmark, each against its baseline in the same run, into
 reports/bench.json and reports/bench.md (medians; the machine's core count).
 
-    python -m evals.bench [--quick] [--only ingest,embed,query,scale,ray] [--out reports]
+    python -m evals.bench [--quick] [--only ingest,embed,query,scale,scale-server,ray]
+        [--out reports]
 
 --quick runs smaller sizes (10k and 30k chunks, fewer requests) for a fast look.
+`scale-server` puts 1M synthetic chunks (30k with --quick) in a `chroma run`
+server, built once into /tmp/citeqa-scale-<chunks> and reused, with reader,
+writer and replica each in a process of its own (evals/bench/scale_server.py).
 `ray` compares `--engine ray` (one and two workers, and an OpenAI-compatible
 embedding server) with the single-process ingest; it is skipped with a message
 when Ray is not installed.
@@ -19,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("embed", "ingest", "query", "scale", "ray")
+PARTS = ("embed", "ingest", "query", "scale", "scale-server", "ray")
 
 
 def _ingest(quick: bool, out: Path) -> tuple[dict[str, Any], list[str], list[tuple]]:
@@ -107,6 +111,18 @@ def main() -> None:
         result, rows = scale.run(sizes, 30 if args.quick else 60)
         report["scale"] = result
         table("Scale (synthetic corpus, precomputed vectors)", scale.HEADER, rows)
+
+    if "scale-server" in parts:
+        from evals.bench import scale_server
+
+        n = 30_000 if args.quick else 1_000_000
+        result = scale_server.run(Path(f"/tmp/citeqa-scale-{n}"), n, 60, 1000, 3600)
+        report["scale_server"] = result
+        table(
+            f"Scale, one process per role ({n:,} chunks in a `chroma run` server)",
+            scale_server.HEADER,
+            scale_server.rows(result),
+        )
 
     if "ray" in parts:
         from evals.bench import ray_ingest
