@@ -23,7 +23,7 @@ file only uses what both BM25 designs share, so the same file run from an older
 checkout measures that design against the same store:
 
     python -m evals.bench.scale_server --chunks 1000000 --store /tmp/citeqa-scale
-        [--new-papers 1000] [--queries 60]
+        [--new-papers 1000] [--queries 60] [--write-batch N]
 """
 
 from __future__ import annotations
@@ -61,10 +61,24 @@ def rss(pid: int | str = "self") -> dict[str, int]:
             "file_mb": out.get("RssFile", 0)}  # fmt: skip
 
 
+COLLECTION_ENV = "CITEQA_BENCH_COLLECTION"
+"""Pins the collection's name: another checkout's settings may name the same store's
+collection otherwise (its fingerprint covers chunking settings that changed)."""
+
+
 def _settings(**kw: Any) -> Any:
     from rag.settings import Settings
 
-    return Settings(**kw)
+    name = os.environ.get(COLLECTION_ENV)
+    if not name:
+        return Settings(**kw)
+
+    class Pinned(Settings):  # type: ignore[misc,valid-type]
+        @property
+        def collection_name(self) -> str:
+            return name
+
+    return Pinned(**kw)
 
 
 def build(store_dir: Path, chunks: int) -> dict[str, Any]:
@@ -238,8 +252,14 @@ def _while_writer_runs(
 
 
 def run(
-    store_dir: Path, chunks: int, n_queries: int, new_papers: int, timeout: float
+    store_dir: Path,
+    chunks: int,
+    n_queries: int,
+    new_papers: int,
+    timeout: float,
+    write_batch: int | None = None,
 ) -> dict[str, Any]:
+    """`write_batch`: chunks per upsert of the writer (default: the ingest job's)."""
     from rag.embeddings import make_embeddings
     from rag.lexical import open_lexical
     from rag.retrieve import Retriever
@@ -281,7 +301,8 @@ def run(
         result["query"] = _latency(retriever, lexical, queries)
         print(f"query: {result['query']}", flush=True)
         lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
-        step = min(store.max_batch_size, settings.embedding.batch_size * 4)  # the job's
+        step = write_batch or min(store.max_batch_size, settings.embedding.batch_size * 4)
+        result["write_batch"] = step
         result["while_new_papers_land"] = _while_writer_runs(
             url, store, lexical, retriever, queries, new_papers, step, timeout
         )
@@ -350,6 +371,7 @@ def main() -> None:
     parser.add_argument("--new-papers", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--write-batch", type=int, default=None)
     args = parser.parse_args()
     if args.role == "write":
         res = write(args.url, args.first_chunk, args.papers, args.word, args.step)
@@ -359,7 +381,12 @@ def main() -> None:
     elif args.role == "replica":
         print(json.dumps(replica(args.url, args.data_dir, args.query)))
     else:
-        print(json.dumps(run(args.store, args.chunks, args.queries, args.new_papers, args.timeout)))
+        result = run(
+            args.store, args.chunks, args.queries, args.new_papers, args.timeout, args.write_batch
+        )
+        print(json.dumps(result))
+        for row in rows(result):
+            print(" | ".join(row))
 
 
 if __name__ == "__main__":
