@@ -116,6 +116,16 @@ def start_chroma(path: Path, port: int) -> subprocess.Popen:
     return proc
 
 
+def _warm_lexical() -> None:
+    """What an API process does for its BM25 at start, when the design does anything
+    (the bm25s design before tantivy compiled its numba kernels)."""
+    import rag.lexical
+
+    warm = getattr(rag.lexical, "compile_jit", None)
+    if warm is not None:
+        warm()
+
+
 def _child(role: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "evals.bench.scale_server", role, *args]
 
@@ -165,6 +175,7 @@ def replica(url: str, data_dir: Path, query: str) -> dict[str, Any]:
     store = open_store(settings)
     emb = make_embeddings(settings)
     emb.embed_query("warm up")
+    _warm_lexical()
     t0 = time.perf_counter()
     lexical = open_lexical(store, settings)
     retriever = Retriever(store, emb, lexical, settings.retrieval)
@@ -289,6 +300,7 @@ def run(
         result["server_start_s"] = round(time.perf_counter() - t0, 1)
         emb = make_embeddings(settings)
         emb.embed_query("warm up")
+        _warm_lexical()
         rss_before = rss()["rss_mb"]
         lexical = open_lexical(store, settings)
         lexical.refresh_seconds = 3600
