@@ -355,7 +355,7 @@ class IngestJob:
         drop the papers' stale chunk ids."""
         rows = [(p, c) for p in pending for c in p.chunks]
         self._begin(p.paper.paper_id for p in pending if p.chunks or p.stale_ids)
-        step = max(1, min(self.store.max_batch_size, self.settings.embedding.batch_size * 4))
+        step = max(1, min(self.store.max_batch_size, self.settings.write_batch))
         for part in _paper_aligned(rows, step, self.store.max_batch_size):
             self.store.upsert(
                 ids=[c.id for _, c in part],

@@ -46,6 +46,10 @@ _PAGE = 1000
 VERSION_KEY = "citeqa_version"
 LOG_HEAD_KEY = "citeqa_log_head"
 """A hint (never behind by more than concurrent writers) of the log's newest entry."""
+# Chroma writes its HNSW index to disk every this many changes (its default, 1,000,
+# stalled readers' queries for up to 0.7 s at 1M chunks, each write of the index
+# files); changes since the last write are replayed from Chroma's own log on start.
+HNSW_SYNC_THRESHOLD = 100_000
 LOG_SUFFIX = "__changes"
 LOG_KEEP = 2000
 """Entries the change log keeps; a reader further behind rebuilds from the store."""
@@ -106,7 +110,7 @@ class ChromaStore:
         self._collection = client.get_or_create_collection(
             collection_name,
             embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
+            configuration={"hnsw": {"space": "cosine", "sync_threshold": HNSW_SYNC_THRESHOLD}},
         )
         self._log = client.get_or_create_collection(
             collection_name + LOG_SUFFIX, embedding_function=None

@@ -224,6 +224,14 @@ class Settings(BaseSettings):
     vector_store: str = Field(
         "chroma", description="Which vector store (a name in rag.store.STORES)."
     )
+    write_batch: int = Field(
+        32,
+        ge=1,
+        description="Chunks per upsert when ingesting. A Chroma server answers a query only "
+        "between two upserts, so small ones keep readers responsive while papers land (at 1M "
+        "chunks, 1 of 1,240 queries over 100 ms with 32 against 15 of 343 with 256); larger "
+        "ones write faster (256: 2.5x as many chunks/s), for bulk loads with no readers.",
+    )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

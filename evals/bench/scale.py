@@ -228,7 +228,7 @@ def run(
                     "p95_ms": round(percentile(ms, 95) or 0, 1),
                 }
             lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
-            step = min(store.max_batch_size, settings.embedding.batch_size * 4)  # the job's
+            step = min(store.max_batch_size, settings.write_batch)  # the job's
             during = _while_catching_up(store, lexical, retriever, syn, queries, new_papers, step)
             lexical.refresh_seconds = 3600
             have = during.pop("next_chunk")

@@ -43,7 +43,7 @@ from typing import Any
 
 from evals.bench.scale import CHUNKS_PER_PAPER, Synthetic
 from evals.metrics import percentile
-from evals.procs import free_port, stop, wait_http
+from evals.procs import free_port, start_chroma, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_STEP = 5000
@@ -103,17 +103,6 @@ def build(store_dir: Path, chunks: int) -> dict[str, Any]:
         log.write_text(json.dumps(done))
     del store
     return {"chunks": done["chunks"], "build_s": round(done["seconds"], 1)}
-
-
-def start_chroma(path: Path, port: int) -> subprocess.Popen:
-    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=600, proc=proc)
-    return proc
 
 
 def _warm_lexical() -> None:
@@ -270,7 +259,8 @@ def run(
     timeout: float,
     write_batch: int | None = None,
 ) -> dict[str, Any]:
-    """`write_batch`: chunks per upsert of the writer (default: the ingest job's)."""
+    """`write_batch`: chunks per upsert of the writer (default: the ingest job's,
+    `CITEQA_WRITE_BATCH`; 256 in a checkout without that setting)."""
     from rag.embeddings import make_embeddings
     from rag.lexical import open_lexical
     from rag.retrieve import Retriever
@@ -313,7 +303,7 @@ def run(
         result["query"] = _latency(retriever, lexical, queries)
         print(f"query: {result['query']}", flush=True)
         lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
-        step = write_batch or min(store.max_batch_size, settings.embedding.batch_size * 4)
+        step = write_batch or min(store.max_batch_size, getattr(settings, "write_batch", 256))
         result["write_batch"] = step
         result["while_new_papers_land"] = _while_writer_runs(
             url, store, lexical, retriever, queries, new_papers, step, timeout
