@@ -26,15 +26,12 @@ grows in place (10k, then +90k, then +200k), so build times are per step.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from evals.metrics import percentile
 
 DIM = 384
 CHUNKS_PER_PAPER = 3
@@ -139,34 +136,15 @@ def _while_catching_up(
         store.log_changes(pids)
         written.set()
 
-    ms: list[float] = []
-    slowest: dict[str, float] = {}
-    t0 = time.perf_counter()
+    from evals.bench.scale_server import query_until_found  # it imports this module
+
     writer = threading.Thread(target=write)
     writer.start()
-    i = 0
-    while True:
-        q = queries[i % len(queries)]
-        i += 1
-        t1 = time.perf_counter()
-        r = retriever.retrieve(q, k=5, mode="hybrid", mmr=False)
-        ms.append((time.perf_counter() - t1) * 1000)
-        if ms[-1] >= max(ms):
-            slowest = {k: round(v * 1000, 1) for k, v in r.timings.items() if v > 0.005}
-        current = lexical.current
-        if written.is_set() and len(current.search(NEW_WORD, len(ids) + 1)) == len(ids):
-            break
-    found_s = time.perf_counter() - t0
+    figures = query_until_found(retriever, lexical, queries, written.is_set, NEW_WORD, len(ids))
     writer.join()
     return {
         "papers": papers,
-        "found_s": round(found_s, 2),
-        "queries": len(ms),
-        "p50_ms": round(statistics.median(ms), 1),
-        "p95_ms": round(percentile(ms, 95) or 0, 1),
-        "max_ms": round(max(ms), 1),
-        "over_100ms": sum(1 for m in ms if m > 100),
-        "slowest_stages_ms": slowest,  # where the slowest query spent its time
+        **figures,
         "docs_readded": lexical.stats.docs_added - added_before,
         "full_builds": lexical.stats.full_builds - builds_before,
         "next_chunk": lo + len(ids),
@@ -176,6 +154,7 @@ def _while_catching_up(
 def run(
     sizes: list[int], n_queries: int, new_papers: int = 1000
 ) -> tuple[dict[str, Any], list[tuple]]:
+    from evals.bench.scale_server import mode_latency  # it imports this module
     from rag.embeddings import make_embeddings
     from rag.lexical import LexicalCache, lexical_dir
     from rag.retrieve import Retriever
@@ -212,21 +191,7 @@ def run(
             lexical.get()  # a new reader builds its first index in the query
             bm25_s = time.perf_counter() - t0
             retriever = Retriever(store, emb, lexical, settings.retrieval)
-            latency: dict[str, dict[str, float]] = {}
-            for mode in ("dense", "bm25", "hybrid"):
-                for q in queries[:5]:
-                    retriever.retrieve(q, k=5, mode=mode, mmr=False)
-                # Each query is new: its records come from Chroma, not from the cache.
-                lexical.clear_records(lexical.get().version)
-                ms = []
-                for q in queries:
-                    t0 = time.perf_counter()
-                    retriever.retrieve(q, k=5, mode=mode, mmr=False)
-                    ms.append((time.perf_counter() - t0) * 1000)
-                latency[mode] = {
-                    "p50_ms": round(statistics.median(ms), 1),
-                    "p95_ms": round(percentile(ms, 95) or 0, 1),
-                }
+            latency = mode_latency(retriever, lexical, queries)
             lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
             step = min(store.max_batch_size, settings.write_batch)  # the job's
             during = _while_catching_up(store, lexical, retriever, syn, queries, new_papers, step)

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,8 @@ def replica(url: str, data_dir: Path, query: str) -> dict[str, Any]:
 # -- the reader (this process) ------------------------------------------------------------
 
 
-def _latency(retriever: Any, lexical: Any, queries: list[str]) -> dict[str, dict[str, float]]:
+def mode_latency(retriever: Any, lexical: Any, queries: list[str]) -> dict[str, dict[str, float]]:
+    """Dense, BM25 and hybrid p50/p95 over `queries`, each new to the record cache."""
     out = {}
     for mode in ("dense", "bm25", "hybrid"):
         for q in queries[:5]:
@@ -199,6 +201,45 @@ def _latency(retriever: Any, lexical: Any, queries: list[str]) -> dict[str, dict
     return out
 
 
+def query_until_found(
+    retriever: Any,
+    lexical: Any,
+    queries: list[str],
+    written: Callable[[], bool],
+    word: str,
+    n_chunks: int,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Hybrid queries, one after another, until `written()` and the reader's BM25
+    finds all `n_chunks` chunks holding `word`: the seconds that took, the latency
+    figures, and where the slowest query spent its time."""
+    ms: list[float] = []
+    slowest: dict[str, float] = {}
+    t0 = time.perf_counter()
+    i = 0
+    while True:
+        q = queries[i % len(queries)]
+        i += 1
+        t1 = time.perf_counter()
+        r = retriever.retrieve(q, k=5, mode="hybrid", mmr=False)
+        ms.append((time.perf_counter() - t1) * 1000)
+        if ms[-1] >= max(ms):
+            slowest = {k: round(v * 1000, 1) for k, v in r.timings.items() if v > 0.005}
+        if written() and len(lexical.current.search(word, n_chunks + 1)) == n_chunks:
+            break
+        if timeout is not None and time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"BM25 did not find the new papers within {timeout:.0f} s")
+    return {
+        "found_s": round(time.perf_counter() - t0, 2),
+        "queries": len(ms),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p95_ms": round(percentile(ms, 95) or 0, 1),
+        "max_ms": round(max(ms), 1),
+        "over_100ms": sum(1 for m in ms if m > 100),
+        "slowest_stages_ms": slowest,  # where the slowest query spent its time
+    }
+
+
 def _while_writer_runs(
     url: str, store: Any, lexical: Any, retriever: Any, queries: list[str], papers: int,
     step: int, timeout: float,
@@ -211,28 +252,13 @@ def _while_writer_runs(
     out_file = Path(tempfile.mkstemp(prefix="citeqa-writer-", suffix=".json")[1])
     args = [f"--url={url}", f"--first-chunk={first}", f"--papers={papers}",
             f"--word={word}", f"--step={step}", f"--out={out_file}"]  # fmt: skip
-    ms: list[float] = []
-    slowest: dict[str, float] = {}
-    t0 = time.perf_counter()
     writer = subprocess.Popen(_child("write", *args), env=_child_env(), cwd=ROOT)
-    i = 0
     try:
-        while True:
-            q = queries[i % len(queries)]
-            i += 1
-            t1 = time.perf_counter()
-            r = retriever.retrieve(q, k=5, mode="hybrid", mmr=False)
-            ms.append((time.perf_counter() - t1) * 1000)
-            if ms[-1] >= max(ms):
-                slowest = {k: round(v * 1000, 1) for k, v in r.timings.items() if v > 0.005}
-            current = lexical.current
-            if writer.poll() is not None and len(current.search(word, n_chunks + 1)) == n_chunks:
-                break
-            if time.perf_counter() - t0 > timeout:
-                raise TimeoutError(f"BM25 did not find the new papers within {timeout:.0f} s")
+        figures = query_until_found(
+            retriever, lexical, queries, lambda: writer.poll() is not None, word, n_chunks, timeout
+        )
     finally:
         stop(writer)
-    found_s = time.perf_counter() - t0
     if writer.returncode != 0:
         raise RuntimeError(f"the writer exited {writer.returncode}")
     written = json.loads(out_file.read_text())
@@ -240,13 +266,7 @@ def _while_writer_runs(
     return {
         "papers": papers,
         "writer_s": written["write_s"],
-        "found_s": round(found_s, 2),
-        "queries": len(ms),
-        "p50_ms": round(statistics.median(ms), 1),
-        "p95_ms": round(percentile(ms, 95) or 0, 1),
-        "max_ms": round(max(ms), 1),
-        "over_100ms": sum(1 for m in ms if m > 100),
-        "slowest_stages_ms": slowest,
+        **figures,
         "chunks_readded": getattr(stats, "docs_added", 0) - added_before if stats else None,
     }
 
@@ -300,7 +320,7 @@ def run(
         result["bm25_rss_mb"] = rss()["rss_mb"] - rss_before
         print(f"reader's first BM25 build: {result['bm25_first_build_s']} s", flush=True)
         retriever = Retriever(store, emb, lexical, settings.retrieval)
-        result["query"] = _latency(retriever, lexical, queries)
+        result["query"] = mode_latency(retriever, lexical, queries)
         print(f"query: {result['query']}", flush=True)
         lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
         step = write_batch or min(store.max_batch_size, getattr(settings, "write_batch", 256))
