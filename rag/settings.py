@@ -114,7 +114,7 @@ class RetrievalSettings(_Group):
         "found in the best papers) against the best chunk's cosine similarity in the gate.",
     )
     gate_threshold: float = Field(
-        0.6225,
+        0.6446,
         ge=-1,
         le=10,
         description="The gate passes when best cosine + weight x coverage reaches this. "
@@ -131,6 +131,14 @@ class RetrievalSettings(_Group):
         "store's change log in the query that notices the change (readers see new text at "
         "once). Above it the current index keeps answering while the changed papers are "
         "applied in the background.",
+    )
+    lexical_build_apart_from: int = Field(
+        100_000,
+        ge=0,
+        description="A reader of a `chroma run` server builds its BM25 index from the whole "
+        "store (its first start with no snapshot, or a log that no longer reaches back) in a "
+        "child process when the store holds at least this many chunks, so the API process "
+        "does not keep the build's memory. The embedded store always builds in process.",
     )
     record_cache: int = Field(
         50_000,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ingest.job import IngestJob
-from rag.lexical import LexicalCache, analyzer, lexical_dir
+from rag.lexical import LexicalCache, analyzer, lexical_dir, open_lexical
 from rag.settings import Settings
 from rag.store import open_store
 from rag.text import terms
@@ -283,6 +283,38 @@ def test_processes_share_one_directory_against_a_chroma_server(
     finally:
         proc.stdin.close()
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_a_large_server_store_is_built_in_a_child_process(
+    chroma_server: str, tmp_path, fake_embeddings
+) -> None:
+    """The API process leaves a whole-store build to a child (so it does not keep the
+    build's memory), opens what the child committed, and applies later changes itself."""
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        chroma_url=chroma_server,
+        collection_prefix="lexapart",
+        retrieval={"lexical_build_apart_from": 5},
+    )
+    store = open_store(settings)
+    job = IngestJob(store, fake_embeddings, settings, progress=False)
+    job.run([_papers(tmp_path / "base.jsonl", [_row(i) for i in range(10)])])
+    cache = open_lexical(store, settings)
+    cache.refresh_seconds = 0
+    index = cache.get()
+    s = cache.stats
+    assert s.built_apart == 1 and s.full_builds == 1 and s.docs_added == store.count()
+    assert len(index) == store.count()
+    assert "2401.00003" in {h.paper_id for h in index.search("case 3", 40)}
+
+    job.run([_papers(tmp_path / "new.jsonl", [_row(600 + i, topic="quillwort") for i in (0, 1)])])
+    index = cache.get()
+    assert sorted(h.paper_id for h in index.search("quillwort", 5)) == ["2401.00600", "2401.00601"]
+    assert s.built_apart == 1 and s.papers_applied == 2, "a change rebuilt the whole index"
+
+    embedded = open_lexical(store, Settings(data_dir=tmp_path / "e"))
+    assert embedded.apart is None, "an embedded store must be built in process"
 
 
 def test_a_replica_starts_from_a_copy_and_applies_only_what_came_after(
