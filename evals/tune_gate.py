@@ -9,6 +9,14 @@ rule with the fewest weighted errors, then the fewest wrong refusals, then the
 widest margin. Ten-fold cross-validation says how well the rule carries to
 questions it was not tuned on.
 
+`coverage` weighs each question term by its IDF times its rarity in English at
+large (`rag.retrieve.topic_weights`). Against IDF alone, on the same rows, ten
+folds held out: wrong refusals 5 -> 2 of 128 on the sample and 5 -> 4 of 500 on
+PubMedQA, the sample's questions answered from PubMedQA 5 -> 1 of 160, the
+sample's uncovered questions answered 6 of 32 either way. (The rarity's form,
+`max(0.05, c - zipf) ** a`, was picked among c in 6, 7, 8 and a in 1, 2 by those
+held-out figures: c 6, a 1.)
+
     python -m evals.tune_gate [--out DIR] [--refresh]
 """
 

@@ -15,9 +15,10 @@ A new stage is one method and one name in `STAGES`; a reranker is one function
 and one setting. `/v1/chat` and `/v1/search` go through the same stages.
 
 The gate: the best chunk must be close enough to the question *and* the best
-papers must contain enough of the question's distinctive terms (IDF-weighted),
-which is what separates a question the corpus covers from one merely near its
-field.
+papers must contain enough of the question's distinctive terms (each weighted
+by its IDF here times its rarity in English at large, so the words that name a
+topic count most), which is what separates a question the corpus covers from
+one merely near its field.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from rag.rerank import RERANKERS
 from rag.settings import RetrievalSettings, Settings
 from rag.store import RecordCache, Store
 from rag.support import term_set
-from rag.text import terms
+from rag.text import GENERAL_ZIPF, specificity, terms
 from rag.types import ChunkHit, Filters, PaperHit, Passage, Source, chunk_id, split_chunk_id
 
 Mode = Literal["hybrid", "dense", "bm25"]
@@ -85,6 +86,8 @@ class Query:
     papers: list[PaperCandidate] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     gate: dict[str, Any] = field(default_factory=dict)
+    topic_weights: dict[str, float] = field(default_factory=dict)
+    """The gate's term weights (`topic_weights`), set by the signals stage."""
 
     @property
     def dense_top(self) -> float:
@@ -216,6 +219,7 @@ class Retriever:
         dense_rank = _paper_ranks(q.dense)
         lexical_rank = _paper_ranks(h.id for h in q.lexical)
         weights = term_weights(q.text, q.index)
+        q.topic_weights = topic_weights(q.text, weights)
         q.sources = [
             replace(
                 s,
@@ -237,7 +241,9 @@ class Retriever:
                 "coverage": 0.0,
             }
             return
-        coverage = max(s.coverage for s in sources[:3])
+        coverage = max(
+            weighted_coverage(q.topic_weights, s.title + " " + s.abstract) for s in sources[:3]
+        )
         dense_top = q.dense_top
         dense_part = 0.0 if math.isnan(dense_top) else dense_top
         score = dense_part + cfg.gate_coverage_weight * coverage
@@ -321,6 +327,15 @@ def term_weights(query: str, index: LexicalIndex) -> dict[str, float]:
     weigh the most, so a question about something absent from the corpus scores
     low even when its generic words match."""
     return {t: index.idf(t) for t in set(terms(query))}
+
+
+def topic_weights(query: str, idf: dict[str, float]) -> dict[str, float]:
+    """The gate's term weights: IDF times how rare the word is in English at large
+    (`rag.text.specificity`), so the words that name the question's topic
+    ("oversmoothing", "warmup") count most, and rare-here but everyday words that
+    only frame it ("resolve", "deal with") count little."""
+    rare = specificity(query)
+    return {t: w * rare.get(t, GENERAL_ZIPF) for t, w in idf.items()}
 
 
 def weighted_coverage(weights: dict[str, float], text: str) -> float:

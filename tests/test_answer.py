@@ -14,9 +14,11 @@ from rag.answerable import intent
 from rag.chain import REFUSAL, Question, build_chain, heuristic_rewrite
 from rag.generate.extractive import rhetoric
 from rag.generate.prompt import format_sources, messages
+from rag.retrieve import topic_weights
 from rag.settings import Settings
 from rag.store import open_store
 from rag.support import SourceSentence
+from rag.text import specificity, terms
 from rag.types import Filters, Source
 from rag.warmup import warm_sentences
 from tests.helpers import SAMPLE, assert_valid_answer
@@ -110,6 +112,20 @@ def test_uncovered_questions_are_refused_without_calling_the_model(
     assert answer.refused and answer.answer == REFUSAL and answer.citations == []
     assert Boom.calls == 0
     assert answer.gate["passed"] is False and answer.gate["reason"]
+
+
+def test_the_gate_weighs_the_words_that_name_a_topic() -> None:
+    """A word rare in this corpus but everyday in English ("conflict") frames a
+    question; one rare in English too ("oversmoothing") names its topic."""
+    question = "How can the conflict of oversmoothing in graph networks be solved best?"
+    rare = specificity(question)
+    words = ("oversmoothing", "graph", "conflict", "best")
+    (over,), (graph,), (conflict,), (best,) = (terms(w) for w in words)
+    assert rare[over] > rare[graph] > rare[conflict] > rare[best] > 0
+    assert set(rare) == set(terms(question))
+    idf = dict.fromkeys(rare, 2.0)
+    weights = topic_weights(question, idf)
+    assert weights[over] > 4 * weights[conflict] and weights[best] > 0
 
 
 def test_follow_up_is_rewritten_with_the_history(chain, sample_store) -> None:
