@@ -9,7 +9,8 @@ the same question so that it carries over between corpora and fields:
 
 - the paper's best sentence: its similarity to the question (embedding cosine
   and term overlap), and that value over the best paper's;
-- its question-term coverage (IDF-weighted, so rare words weigh most), and that
+- its question-term coverage (each term weighted by its IDF times its rarity in
+  English, so the words that name the topic weigh most), and that
   over the best paper's;
 - where dense search and BM25 each put it, and its place after fusion;
 - whether the question asks about one paper or a set ("which papers ...").

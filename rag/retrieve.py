@@ -86,8 +86,6 @@ class Query:
     papers: list[PaperCandidate] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     gate: dict[str, Any] = field(default_factory=dict)
-    topic_weights: dict[str, float] = field(default_factory=dict)
-    """The gate's term weights (`topic_weights`), set by the signals stage."""
 
     @property
     def dense_top(self) -> float:
@@ -214,12 +212,12 @@ class Retriever:
     def signals(self, q: Query) -> None:
         """What each source's evidence looks like beside the others': its paper's
         place in the dense and in the BM25 ranking, and how much of the question's
-        vocabulary (rare words weighing most) its title and abstract hold. Answer
+        vocabulary (`topic_weights`: words rare here and in English weigh most) its
+        title and abstract hold. Answer
         generation reads these to decide which papers answer."""
         dense_rank = _paper_ranks(q.dense)
         lexical_rank = _paper_ranks(h.id for h in q.lexical)
-        weights = term_weights(q.text, q.index)
-        q.topic_weights = topic_weights(q.text, weights)
+        weights = topic_weights(q.text, term_weights(q.text, q.index))
         q.sources = [
             replace(
                 s,
@@ -241,9 +239,7 @@ class Retriever:
                 "coverage": 0.0,
             }
             return
-        coverage = max(
-            weighted_coverage(q.topic_weights, s.title + " " + s.abstract) for s in sources[:3]
-        )
+        coverage = max(s.coverage for s in sources[:3])
         dense_top = q.dense_top
         dense_part = 0.0 if math.isnan(dense_top) else dense_top
         score = dense_part + cfg.gate_coverage_weight * coverage
@@ -330,7 +326,8 @@ def term_weights(query: str, index: LexicalIndex) -> dict[str, float]:
 
 
 def topic_weights(query: str, idf: dict[str, float]) -> dict[str, float]:
-    """The gate's term weights: IDF times how rare the word is in English at large
+    """Question-term weights for coverage (the gate's and the answerability model's):
+    IDF times how rare the word is in English at large
     (`rag.text.specificity`), so the words that name the question's topic
     ("oversmoothing", "warmup") count most, and rare-here but everyday words that
     only frame it ("resolve", "deal with") count little."""
