@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.bench import scale_server
+from evals.bench import chroma_sync, scale_server
 from evals.bench.scale import CHUNKS_PER_PAPER
 
 
@@ -24,3 +24,12 @@ def test_scale_server_bench_counts_the_change_not_the_corpus(tmp_path: Path) -> 
     again = scale_server.run(tmp_path / "store", 3000, n_queries=5, new_papers=papers, timeout=300)
     assert again["build_s"] == r["build_s"]
     assert again["while_new_papers_land"]["chunks_readded"] == papers * CHUNKS_PER_PAPER
+
+    # Chroma's sync threshold against the same store: set, and every round measured
+    # (the changes pending in Chroma's log are counted, at most what was ever written).
+    sync = chroma_sync.run(tmp_path / "store", 100, rounds=2, papers=papers, batch=16)
+    assert sync["sync_threshold"] == 100 and len(sync["rounds"]) == 2
+    written = 2 * papers * CHUNKS_PER_PAPER
+    for r in sync["rounds"]:
+        assert r["writer_s"] > 0 and r["queries"] >= 1 and r["max_ms"] >= r["p50_ms"] > 0
+        assert 0 <= r["hnsw_behind"] <= again["chunks"] + written
