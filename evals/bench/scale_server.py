@@ -117,6 +117,15 @@ def _warm_lexical() -> None:
         warm()
 
 
+def _settle_heap() -> None:
+    """What an API process does once loaded, when the design does it (`gc.freeze()`)."""
+    import rag.warmup
+
+    settle = getattr(rag.warmup, "settle_heap", None)
+    if settle is not None:
+        settle()
+
+
 def _child(role: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "evals.bench.scale_server", role, *args]
 
@@ -346,6 +355,7 @@ def run(
         result["bm25_rss_mb"] = rss()["rss_mb"] - rss_before
         print(f"reader's first BM25 build: {result['bm25_first_build_s']} s", flush=True)
         retriever = Retriever(store, emb, lexical, settings.retrieval)
+        _settle_heap()
         result["query"] = mode_latency(retriever, lexical, queries)
         print(f"query: {result['query']}", flush=True)
         lexical.refresh_seconds = settings.retrieval.lexical_refresh_seconds
