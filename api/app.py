@@ -27,6 +27,7 @@ from rag.embeddings import make_embeddings
 from rag.generate import GeneratorUnavailable
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
+from rag.text import specificity
 from rag.warmup import settle_heap, warm_sentences
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def create_app(
             app.state.chain.generators.get(settings.llm)
         except GeneratorUnavailable as exc:  # reported by /readyz; answers fall back
             log.warning("generator '%s' not ready at start: %s", settings.llm, exc)
+        specificity("start")  # English word frequencies (the gate's) load now, not in a question
         settle_heap()  # start-up's objects out of later collections
         stop = threading.Event()
         limit = settings.retrieval.warm_sentences
