@@ -247,9 +247,9 @@ class Retriever:
         reason = None
         if not passed:
             reason = (
-                f"nothing relevant: relevance {score:.2f} < {cfg.gate_threshold:.2f} "
-                f"(best passage similarity {dense_part:.2f}, question terms covered "
-                f"{coverage:.2f})"
+                f"nothing relevant: relevance {score:.3f} < {cfg.gate_threshold:.3f} "
+                f"(best passage similarity {dense_part:.3f}, question terms covered "
+                f"{coverage:.3f})"
             )
         q.gate = {
             "passed": passed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -112,6 +113,10 @@ def test_uncovered_questions_are_refused_without_calling_the_model(
     assert answer.refused and answer.answer == REFUSAL and answer.citations == []
     assert Boom.calls == 0
     assert answer.gate["passed"] is False and answer.gate["reason"]
+    # The reason reads as a comparison that holds (a threshold of 0.6446 against 0.6426
+    # once read "0.64 < 0.64").
+    shown = re.search(r"relevance (\S+) < (\S+) ", answer.gate["reason"])
+    assert shown and float(shown[1]) < float(shown[2])
 
 
 def test_the_gate_weighs_the_words_that_name_a_topic() -> None:
