@@ -14,7 +14,6 @@ from functools import lru_cache
 import pysbd
 import Stemmer
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-from wordfreq import zipf_frequency
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOPWORDS = frozenset(ENGLISH_STOP_WORDS)
@@ -92,6 +91,9 @@ SPECIFIC_FLOOR = 0.05  # the least weight a very common word keeps
 
 @lru_cache(maxsize=65536)
 def _english_zipf(word: str) -> float:
+    # Imported here: 0.19 s that processes which only chunk (ingest workers) never pay.
+    from wordfreq import zipf_frequency
+
     return float(zipf_frequency(word, "en"))
 
 

@@ -20,16 +20,13 @@ import json
 import secrets
 import sqlite3
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evals.bench.scale import CHUNKS_PER_PAPER
-from evals.bench.scale_server import ROOT, _child, _child_env, _settings
+from evals.bench.scale_server import _settings, start_writer
 from evals.metrics import percentile
 from evals.procs import free_port, start_chroma, stop
 
@@ -70,12 +67,8 @@ def run(store: Path, threshold: int | None, rounds: int, papers: int, batch: int
         out["sync_threshold"] = (col.configuration.get("hnsw") or {}).get("sync_threshold")
         rng = np.random.default_rng(0)
         for _ in range(rounds):
-            first = -(-col.count() // CHUNKS_PER_PAPER) * CHUNKS_PER_PAPER
-            result = Path(tempfile.mkstemp(prefix="citeqa-writer-", suffix=".json")[1])
-            args = [f"--url={url}", f"--first-chunk={first}", f"--papers={papers}",
-                    f"--word=quillwort{secrets.token_hex(4)}", f"--step={batch}",
-                    f"--out={result}"]  # fmt: skip
-            writer = subprocess.Popen(_child("write", *args), env=_child_env(), cwd=ROOT)
+            word = f"quillwort{secrets.token_hex(4)}"
+            writer, result = start_writer(url, col.count(), papers, word, batch)
             ms: list[float] = []
             try:
                 while writer.poll() is None:

@@ -275,19 +275,27 @@ class _GcPauses:
         self.max_ms = max(self.max_ms, took)
 
 
+def start_writer(
+    url: str, chunks_now: int, papers: int, word: str, step: int
+) -> tuple[subprocess.Popen, Path]:
+    """The writer process (`write` below) adding `papers` papers after the `chunks_now`
+    the store holds, and the file it reports to."""
+    first = -(-chunks_now // CHUNKS_PER_PAPER) * CHUNKS_PER_PAPER
+    out_file = Path(tempfile.mkstemp(prefix="citeqa-writer-", suffix=".json")[1])
+    args = [f"--url={url}", f"--first-chunk={first}", f"--papers={papers}",
+            f"--word={word}", f"--step={step}", f"--out={out_file}"]  # fmt: skip
+    return subprocess.Popen(_child("write", *args), env=_child_env(), cwd=ROOT), out_file
+
+
 def _while_writer_runs(
     url: str, store: Any, lexical: Any, retriever: Any, queries: list[str], papers: int,
     step: int, timeout: float,
 ) -> dict[str, Any]:  # fmt: skip
-    first = -(-store.count() // CHUNKS_PER_PAPER) * CHUNKS_PER_PAPER
     word = "quillwort" + "".join(secrets.choice("bcdfghjklmnpqrstvwxz") for _ in range(8))
     n_chunks = papers * CHUNKS_PER_PAPER
     stats = getattr(lexical, "stats", None)
     added_before = getattr(stats, "docs_added", 0)
-    out_file = Path(tempfile.mkstemp(prefix="citeqa-writer-", suffix=".json")[1])
-    args = [f"--url={url}", f"--first-chunk={first}", f"--papers={papers}",
-            f"--word={word}", f"--step={step}", f"--out={out_file}"]  # fmt: skip
-    writer = subprocess.Popen(_child("write", *args), env=_child_env(), cwd=ROOT)
+    writer, out_file = start_writer(url, store.count(), papers, word, step)
     try:
         figures = query_until_found(
             retriever, lexical, queries, lambda: writer.poll() is not None, word, n_chunks, timeout
