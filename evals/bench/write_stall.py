@@ -29,7 +29,11 @@ from rag.store import open_store
 
 
 def run(chunks: int, papers: int, after_s: float = 8.0) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="citeqa-write-stall-"))
+    with tempfile.TemporaryDirectory(prefix="citeqa-write-stall-") as tmp:
+        return _run(Path(tmp), chunks, papers, after_s)
+
+
+def _run(tmp: Path, chunks: int, papers: int, after_s: float) -> dict[str, Any]:
     settings = Settings(
         data_dir=tmp,
         admin_key=SecretStr("bench-admin"),
