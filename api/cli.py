@@ -192,23 +192,26 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Papers for QUERY (hybrid dense + BM25), with score and best passage."""
-    from rag.retrieve import search_papers
+    from rag.retrieve import paper_search
 
     if not query.strip():
         _fail("the query is empty")
     if mode not in ("hybrid", "dense", "bm25"):
         _fail(f"unknown mode '{mode}' (hybrid, dense, bm25)")
     settings = _settings()
-    hits = search_papers(query, _chain(settings).retriever, k, mode=mode)  # type: ignore[arg-type]
+    found = paper_search(query, _chain(settings).retriever, k, mode=mode)  # type: ignore[arg-type]
+    hits = found.hits
     if as_json:
         keys = ("paper_id", "title", "score", "snippet")
-        typer.echo(
-            json.dumps(
-                {"results": [{key: h.to_json()[key] for key in keys} for h in hits]},
-                ensure_ascii=False,
-            )
-        )
+        out: dict[str, object] = {
+            "results": [{key: h.to_json()[key] for key in keys} for h in hits]
+        }
+        if found.partial:
+            out["partial"] = found.partial
+        typer.echo(json.dumps(out, ensure_ascii=False))
         return
+    if found.partial:
+        typer.echo(f"(partial: {found.partial})", err=True)
     if not hits:
         typer.echo("no results (is the store empty? run `citeqa ingest`)")
     for i, h in enumerate(hits, 1):

@@ -24,7 +24,10 @@ one merely near its field.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -42,7 +45,7 @@ from rag.types import ChunkHit, Filters, PaperHit, Passage, Source, chunk_id, sp
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
-__all__ = ["Mode", "Query", "Retrieval", "Retriever", "STAGES", "search_papers"]
+__all__ = ["Mode", "Query", "Retrieval", "Retriever", "STAGES", "paper_search", "search_papers"]
 
 STAGES = ("candidates", "fuse", "group", "diversify", "read", "rerank", "signals", "gate")
 
@@ -56,6 +59,9 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
     vector: list[float] | None = None
     """The query's embedding, when dense retrieval made one: later steps reuse it."""
+    partial: str | None = None
+    """Why the ranking is BM25's alone although hybrid was asked (the dense search
+    missed its deadline); None when every ranking asked for is in it."""
 
 
 @dataclass
@@ -86,6 +92,8 @@ class Query:
     papers: list[PaperCandidate] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     gate: dict[str, Any] = field(default_factory=dict)
+    dense_deadline_ms: float | None = None
+    partial: str | None = None
 
     @property
     def dense_top(self) -> float:
@@ -114,6 +122,12 @@ class Retriever:
         self.lexical = lexical
         self.settings = settings
         self.reranker = RERANKERS[settings.reranker]
+        # Dense searches run here when a caller sets a deadline: one that misses it
+        # finishes in the background, and while `DENSE_IN_FLIGHT` of them are still
+        # out, later searches do not queue behind them.
+        self._dense_pool: ThreadPoolExecutor | None = None
+        self._dense_out = 0
+        self._dense_lock = threading.Lock()
 
     def retrieve(
         self,
@@ -123,7 +137,11 @@ class Retriever:
         filters: Filters | None = None,
         mode: Mode = "hybrid",
         mmr: bool | None = None,
+        dense_deadline_ms: float | None = None,
     ) -> Retrieval:
+        """The papers for `query`. With `dense_deadline_ms` (hybrid mode), a dense
+        search that takes longer is left behind and the ranking is BM25's alone,
+        marked in `Retrieval.partial`."""
         t0 = time.perf_counter()
         index = self.lexical.get()
         q = Query(
@@ -134,6 +152,7 @@ class Retriever:
             mmr=self.settings.mmr if mmr is None else mmr,
             index=index,
             records=self.lexical.records,
+            dense_deadline_ms=dense_deadline_ms if mode == "hybrid" else None,
         )
         q.timings["index"] = time.perf_counter() - t0
         for stage in STAGES:
@@ -141,7 +160,7 @@ class Retriever:
             getattr(self, stage)(q)
             q.timings[stage] = q.timings.get(stage, 0.0) + time.perf_counter() - t0
         relevant = q.gate["passed"] or not self.settings.gate
-        return Retrieval(query, q.sources, relevant, q.gate, q.timings, q.vector)
+        return Retrieval(query, q.sources, relevant, q.gate, q.timings, q.vector, q.partial)
 
     # -- stages, in order ----------------------------------------------------------
 
@@ -152,6 +171,9 @@ class Retriever:
             t0 = time.perf_counter()
             q.vector = self.embeddings.embed_query(q.text)
             q.timings["embed"] = time.perf_counter() - t0
+            if q.dense_deadline_ms is not None:
+                self._candidates_by_deadline(q, n, q.dense_deadline_ms)
+                return
             t0 = time.perf_counter()
             nearest = self.store.nearest(q.vector, n, q.filters, with_vectors=q.mmr)
             q.dense = {cid: (score, vec) for cid, score, vec in nearest}
@@ -160,6 +182,48 @@ class Retriever:
             t0 = time.perf_counter()
             q.lexical = q.index.search(q.text, n, q.filters)
             q.timings["bm25"] = time.perf_counter() - t0
+
+    DENSE_IN_FLIGHT = 2
+
+    def _candidates_by_deadline(self, q: Query, n: int, deadline_ms: float) -> None:
+        """Hybrid candidates with the dense search in a worker thread and BM25 in
+        this one meanwhile; the dense ranking is used if it comes within the deadline."""
+        assert q.vector is not None
+        t0 = time.perf_counter()
+        future: Future[Any] | None = None
+        with self._dense_lock:
+            if self._dense_out < self.DENSE_IN_FLIGHT:
+                if self._dense_pool is None:
+                    self._dense_pool = ThreadPoolExecutor(
+                        self.DENSE_IN_FLIGHT, thread_name_prefix="citeqa-dense"
+                    )
+                self._dense_out += 1
+                future = self._dense_pool.submit(
+                    self.store.nearest, q.vector, n, q.filters, with_vectors=q.mmr
+                )
+                future.add_done_callback(self._dense_done)
+        t1 = time.perf_counter()
+        q.lexical = q.index.search(q.text, n, q.filters)
+        q.timings["bm25"] = time.perf_counter() - t1
+        if future is None:
+            q.partial = (
+                f"BM25 alone: {self.DENSE_IN_FLIGHT} earlier dense searches are still "
+                "waiting on the vector store"
+            )
+            return
+        left = deadline_ms / 1000 - (time.perf_counter() - t0)
+        try:
+            nearest = future.result(timeout=max(0.0, left))
+        except FutureTimeout:
+            q.partial = f"BM25 alone: the dense search took over {deadline_ms:g} ms"
+            return
+        finally:
+            q.timings["dense"] = time.perf_counter() - t0
+        q.dense = {cid: (score, vec) for cid, score, vec in nearest}
+
+    def _dense_done(self, _: Future[Any]) -> None:
+        with self._dense_lock:
+            self._dense_out -= 1
 
     def fuse(self, q: Query) -> None:
         q.fused = rrf([list(q.dense), [h.id for h in q.lexical]], self.settings.rrf_k)
@@ -360,7 +424,33 @@ def search_papers(
     mode: Mode = "hybrid",
 ) -> list[PaperHit]:
     """The k best papers for a query, each with its best passage as the snippet."""
-    result = retriever.retrieve(query, k=k, filters=filters, mode=mode, mmr=False)
+    return paper_search(query, retriever, k, filters, mode).hits
+
+
+@dataclass
+class PaperSearch:
+    hits: list[PaperHit]
+    partial: str | None = None
+    """Set when the ranking is BM25's alone because the dense search missed
+    `search_dense_timeout_ms` (see `Retrieval.partial`)."""
+
+
+def paper_search(
+    query: str,
+    retriever: Retriever,
+    k: int = 5,
+    filters: Filters | None = None,
+    mode: Mode = "hybrid",
+) -> PaperSearch:
+    """`search_papers`, with whether the ranking is partial."""
+    result = retriever.retrieve(
+        query,
+        k=k,
+        filters=filters,
+        mode=mode,
+        mmr=False,
+        dense_deadline_ms=retriever.settings.search_dense_timeout_ms,
+    )
     hits = []
     for s in result.sources:
         best = s.passages[0]
@@ -376,4 +466,4 @@ def search_papers(
                 end=best.end,
             )
         )
-    return hits
+    return PaperSearch(hits, result.partial)

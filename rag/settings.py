@@ -140,6 +140,16 @@ class RetrievalSettings(_Group):
         "child process when the store holds at least this many chunks, so the API process "
         "does not keep the build's memory. The embedded store always builds in process.",
     )
+    search_dense_timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Paper search (`/v1/search`, `citeqa search`) in hybrid mode waits this "
+        "long for the vector store's dense search, then answers from BM25 alone, marked "
+        "`partial` (as Elasticsearch's `timed_out` and Vespa's degraded coverage do). Bounds "
+        "a search's latency while a `chroma run` server is busy writing, when its dense "
+        "search can wait behind the write for most of a second. None (default): wait. "
+        "Answers (`/v1/chat`) always wait: their relevance gate needs the dense evidence.",
+    )
     record_cache: int = Field(
         50_000,
         ge=0,

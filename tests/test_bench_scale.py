@@ -20,10 +20,18 @@ def test_scale_server_bench_counts_the_change_not_the_corpus(tmp_path: Path) -> 
     assert r["replica"]["full_builds"] == 0
     assert r["chroma_server"]["rss_mb"] > 0 and r["reader"]["rss_mb"] > 0
     assert len(scale_server.rows(r)) == 8
-    # The store is kept: a second run reuses it (and the first run's new papers).
-    again = scale_server.run(tmp_path / "store", 3000, n_queries=5, new_papers=papers, timeout=300)
+    # The store is kept: a second run reuses it (and the first run's new papers). Its
+    # second round of papers lands while the reader searches with a dense deadline.
+    again = scale_server.run(
+        tmp_path / "store", 3000, n_queries=5, new_papers=papers, timeout=300,
+        dense_deadline_ms=2000,
+    )  # fmt: skip
     assert again["build_s"] == r["build_s"]
     assert again["while_new_papers_land"]["chunks_readded"] == papers * CHUNKS_PER_PAPER
+    d = again["with_dense_deadline"]
+    assert d["chunks_readded"] == papers * CHUNKS_PER_PAPER and d["dense_deadline_ms"] == 2000
+    assert 0 <= d["partial"] <= d["queries"] and "partial" not in again["while_new_papers_land"]
+    assert len(scale_server.rows(again)) == 9
 
     # Chroma's sync threshold against the same store: set, and every round measured
     # (the changes pending in Chroma's log are counted, at most what was ever written).

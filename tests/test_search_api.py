@@ -73,3 +73,96 @@ def test_health_and_readiness(client: TestClient, sample_store) -> None:
 def test_unknown_route_is_a_json_404(client: TestClient) -> None:
     r = client.get("/v1/nothing-here")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+class _StalledNearest:
+    """The real store, except that dense search waits until `release` is set: a
+    `chroma run` server whose dense search waits behind a write."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        self._store = store
+        self.release = threading.Event()
+        self.calls = 0
+
+    def nearest(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        assert self.release.wait(60), "never released"
+        return self._store.nearest(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._store, name)
+
+
+def test_search_with_a_dense_deadline_answers_from_bm25_marked_partial(
+    sample_settings, sample_store, sample_retriever, embeddings
+) -> None:
+    import threading
+
+    from rag.retrieve import make_retriever, paper_search
+
+    query = "shortcut learning which features networks prefer"
+    stalled = _StalledNearest(sample_store)
+    settings = sample_settings.model_copy(
+        update={
+            "retrieval": sample_settings.retrieval.model_copy(
+                update={"search_dense_timeout_ms": 50.0}
+            )
+        }
+    )
+    retriever = make_retriever(settings, stalled, embeddings)
+    bm25 = [h.paper_id for h in search_papers(query, sample_retriever, k=5, mode="bm25")]
+    hybrid = [h.paper_id for h in search_papers(query, sample_retriever, k=5, mode="hybrid")]
+    try:
+        first = paper_search(query, retriever, k=5)
+        assert first.partial and "dense search took over 50 ms" in first.partial
+        assert [h.paper_id for h in first.hits] == bm25
+        second = paper_search(query, retriever, k=5)
+        assert second.partial and stalled.calls == 2
+        # Both dense searches are still out: the next search does not queue a third.
+        third = paper_search(query, retriever, k=5)
+        assert third.partial and "still waiting" in third.partial and stalled.calls == 2
+        assert [h.paper_id for h in third.hits] == bm25
+        # Chat and other callers that set no deadline wait for the dense search.
+        waited: list[object] = []
+        t = threading.Thread(target=lambda: waited.append(retriever.retrieve(query, k=5)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not waited
+    finally:
+        stalled.release.set()
+    t.join(30)
+    assert waited and waited[0].partial is None  # type: ignore[attr-defined]
+    for _ in range(100):  # the two left-behind searches finish and free their places
+        if retriever._dense_out == 0:
+            break
+        threading.Event().wait(0.05)
+    again = paper_search(query, retriever, k=5)
+    assert again.partial is None and [h.paper_id for h in again.hits] == hybrid
+
+
+def test_search_endpoint_says_when_its_ranking_is_partial(
+    sample_settings, sample_store, embeddings
+) -> None:
+    stalled = _StalledNearest(sample_store)
+    settings = sample_settings.model_copy(
+        update={
+            "retrieval": sample_settings.retrieval.model_copy(
+                update={"search_dense_timeout_ms": 50.0}
+            )
+        }
+    )
+    app = create_app(settings, store=stalled, embeddings=embeddings)
+    try:
+        with TestClient(app) as c:
+            stalled.release.set()
+            r = c.get("/v1/search", params={"q": "shortcut learning", "k": 3})
+            assert r.status_code == 200 and r.json()["partial"] is None
+            stalled.release.clear()
+            r = c.get("/v1/search", params={"q": "shortcut learning", "k": 3})
+            body = r.json()
+            assert r.status_code == 200 and "took over 50 ms" in body["partial"]
+            assert len(body["results"]) == 3 and "Shortcut" in body["results"][0]["title"]
+    finally:
+        stalled.release.set()

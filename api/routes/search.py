@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Reader, RetrieverDep
-from rag.retrieve import search_papers
+from rag.retrieve import paper_search
 
 router = APIRouter(tags=["search"], dependencies=[Reader])
 
@@ -26,6 +26,11 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
+    partial: str | None = Field(
+        None,
+        description="Set (to the reason) when the ranking is BM25's alone: the dense search "
+        "missed `retrieval.search_dense_timeout_ms`, when that is configured.",
+    )
 
 
 @router.get(
@@ -47,5 +52,7 @@ def search(
         Literal["hybrid", "dense", "bm25"], Query(description="Which rankings to use.")
     ] = "hybrid",
 ) -> SearchResponse:
-    hits = search_papers(q, retriever, k, mode=mode)
-    return SearchResponse(results=[SearchResult(**h.to_json()) for h in hits])
+    found = paper_search(q, retriever, k, mode=mode)
+    return SearchResponse(
+        results=[SearchResult(**h.to_json()) for h in found.hits], partial=found.partial
+    )

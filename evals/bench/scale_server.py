@@ -219,11 +219,16 @@ def query_until_found(
     word: str,
     n_chunks: int,
     timeout: float | None = None,
+    dense_deadline_ms: float | None = None,
 ) -> dict[str, Any]:
     """Hybrid queries, one after another, until `written()` and the reader's BM25
     finds all `n_chunks` chunks holding `word`: the seconds that took, the latency
-    figures, and where the slowest query spent its time."""
+    figures, and where the slowest query spent its time. With `dense_deadline_ms`,
+    as paper search with `search_dense_timeout_ms` queries: the answers that were
+    BM25's alone are counted."""
     ms: list[float] = []
+    partial = 0
+    deadline = {} if dense_deadline_ms is None else {"dense_deadline_ms": dense_deadline_ms}
     slowest: dict[str, float] = {}
     pauses = _GcPauses()
     gc.callbacks.append(pauses)
@@ -234,8 +239,9 @@ def query_until_found(
             q = queries[i % len(queries)]
             i += 1
             t1, gc1 = time.perf_counter(), pauses.total_ms
-            r = retriever.retrieve(q, k=5, mode="hybrid", mmr=False)
+            r = retriever.retrieve(q, k=5, mode="hybrid", mmr=False, **deadline)
             ms.append((time.perf_counter() - t1) * 1000)
+            partial += getattr(r, "partial", None) is not None
             if ms[-1] >= max(ms):
                 slowest = {k: round(v * 1000, 1) for k, v in r.timings.items() if v > 0.005}
                 if pauses.total_ms > gc1:  # the interpreter's collector ran inside it
@@ -255,6 +261,7 @@ def query_until_found(
         "over_100ms": sum(1 for m in ms if m > 100),
         "slowest_stages_ms": slowest,  # where the slowest query spent its time
         "gc_max_ms": round(pauses.max_ms, 1),  # the reader's longest garbage collection
+        **({"dense_deadline_ms": dense_deadline_ms, "partial": partial} if deadline else {}),
     }
 
 
@@ -289,7 +296,7 @@ def start_writer(
 
 def _while_writer_runs(
     url: str, store: Any, lexical: Any, retriever: Any, queries: list[str], papers: int,
-    step: int, timeout: float,
+    step: int, timeout: float, dense_deadline_ms: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     word = "quillwort" + "".join(secrets.choice("bcdfghjklmnpqrstvwxz") for _ in range(8))
     n_chunks = papers * CHUNKS_PER_PAPER
@@ -298,8 +305,9 @@ def _while_writer_runs(
     writer, out_file = start_writer(url, store.count(), papers, word, step)
     try:
         figures = query_until_found(
-            retriever, lexical, queries, lambda: writer.poll() is not None, word, n_chunks, timeout
-        )
+            retriever, lexical, queries, lambda: writer.poll() is not None, word, n_chunks,
+            timeout, dense_deadline_ms,
+        )  # fmt: skip
     finally:
         stop(writer)
     if writer.returncode != 0:
@@ -321,9 +329,12 @@ def run(
     new_papers: int,
     timeout: float,
     write_batch: int | None = None,
+    dense_deadline_ms: float | None = None,
 ) -> dict[str, Any]:
     """`write_batch`: chunks per upsert of the writer (default: the ingest job's,
-    `CITEQA_WRITE_BATCH`; 256 in a checkout without that setting)."""
+    `CITEQA_WRITE_BATCH`; 256 in a checkout without that setting).
+    `dense_deadline_ms`: then a second round of new papers, with the reader's
+    queries as paper search makes them with `search_dense_timeout_ms` set."""
     from rag.embeddings import make_embeddings
     from rag.lexical import open_lexical
     from rag.retrieve import Retriever
@@ -373,6 +384,12 @@ def run(
             url, store, lexical, retriever, queries, new_papers, step, timeout
         )
         print(f"while new papers land: {result['while_new_papers_land']}", flush=True)
+        if dense_deadline_ms is not None:
+            result["with_dense_deadline"] = _while_writer_runs(
+                url, store, lexical, retriever, queries, new_papers, step, timeout,
+                dense_deadline_ms,
+            )  # fmt: skip
+            print(f"with a dense deadline: {result['with_dense_deadline']}", flush=True)
         result["reader"] = rss()
         result["chroma_server"] = rss(chroma.pid)
         copy = work / "replica"
@@ -410,6 +427,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("hybrid meanwhile p50 / p95 / max",
          f"{w['p50_ms']} / {w['p95_ms']} / {w['max_ms']} ms, {w['over_100ms']} of {w['queries']} "
          f"over 100 ms (slowest: {w['slowest_stages_ms']})"),
+        *([(f"the same, searching with a {d['dense_deadline_ms']:g} ms dense deadline",
+             f"{d['p50_ms']} / {d['p95_ms']} / {d['max_ms']} ms, {d['over_100ms']} of "
+             f"{d['queries']} over 100 ms, {d['partial']} answered by BM25 alone "
+             f"(new papers found in {d['found_s']} s)")]
+          if (d := r.get("with_dense_deadline")) else []),
         ("reader (API) process RSS (anon / file-backed)",
          "{rss_mb} MB ({anon_mb} / {file_mb})".format(**r["reader"])),
         ("new replica: index open to first hybrid answer",
@@ -438,6 +460,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--write-batch", type=int, default=None)
+    parser.add_argument(
+        "--dense-deadline-ms",
+        type=float,
+        default=None,
+        help="Then land as many papers again, the reader searching with this "
+        "`search_dense_timeout_ms`.",
+    )
     args = parser.parse_args()
     if args.role == "write":
         res = write(args.url, args.first_chunk, args.papers, args.word, args.step)
@@ -448,8 +477,9 @@ def main() -> None:
         print(json.dumps(replica(args.url, args.data_dir, args.query)))
     else:
         result = run(
-            args.store, args.chunks, args.queries, args.new_papers, args.timeout, args.write_batch
-        )
+            args.store, args.chunks, args.queries, args.new_papers, args.timeout,
+            args.write_batch, args.dense_deadline_ms,
+        )  # fmt: skip
         print(json.dumps(result))
         for row in rows(result):
             print(" | ".join(row))
