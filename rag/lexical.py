@@ -269,6 +269,7 @@ class LexicalCache:
         self.records = RecordCache(record_cache)
         self.stats = LexicalStats()
         self._records_version: str | None = None
+        self._records_position: LogPosition | None = None
         self._index: LexicalIndex | None = None
         self._tantivy: tantivy.Index | None = None
         self._checked = 0.0
@@ -289,7 +290,7 @@ class LexicalCache:
             version = self.store.version()
             self._checked = time.monotonic()
             if version != self._records_version:
-                self.clear_records(version)
+                self._forget_changed_records(version)
             if self._index is None:
                 self._show(*self._open_on_disk())  # a snapshot, if there is one
             current = self._index
@@ -317,6 +318,24 @@ class LexicalCache:
         """Forget every chunk record read so far (they may belong to an older version)."""
         self.records = RecordCache(self.record_cache)
         self._records_version = version
+
+    def _forget_changed_records(self, version: str | None) -> None:
+        """The store is at a new version: forget the records of the papers its change
+        log names since the records were last checked (an ingest of N papers costs
+        the cache those N), or all of them when the log cannot tell."""
+        try:
+            changes = self.store.changes_since(self._records_position)
+        except Exception as exc:  # the store is unreachable: keep nothing that may be old
+            log.warning("store change log unreadable, dropping cached records: %s", exc)
+            self._records_position = None
+            self.clear_records(None)
+            return
+        if self._records_position is None or changes.paper_ids is None:
+            self.clear_records(version)
+        else:
+            self.records.forget_papers(changes.paper_ids)
+            self._records_version = version
+        self._records_position = changes.head
 
     @property
     def current(self) -> LexicalIndex | None:

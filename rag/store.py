@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from cachetools import LRUCache
 
 from rag.settings import Settings
-from rag.types import ChunkHit, Filters
+from rag.types import ChunkHit, Filters, split_chunk_id
 
 
 class StoreUnavailable(RuntimeError):
@@ -181,31 +181,70 @@ def open_store(settings: Settings) -> VectorStore:
 class RecordCache:
     """Chunk records (text and metadata) by id, least recently used out first.
 
-    The retriever's `LexicalCache` holds one and replaces it as soon as it sees a
-    new store version stamp, so a record never outlives the version it was read
-    in by more than the reader's staleness check. Reading records from the store
-    costs more than the vector search itself; a hot query path finds them here.
+    The retriever's `LexicalCache` holds one. When it sees a new store version
+    stamp it forgets the records of the papers the store's change log names
+    (`forget_papers`), or all of them when the log cannot tell, so a record never
+    outlives its paper's version by more than the reader's staleness check while
+    the rest of the corpus stays in memory through an ingest. Reading records from
+    the store costs more than the vector search itself; a hot query path finds
+    them here.
     """
+
+    FORGOTTEN_MAX = 200_000
+    """Papers remembered as changed; past this the cache starts over (bounded memory)."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._data: LRUCache[str, ChunkHit] | None = LRUCache(maxsize) if maxsize > 0 else None
+        # chunk id -> (record, the generation its read started in)
+        self._data: LRUCache[str, tuple[ChunkHit, int]] | None = (
+            LRUCache(maxsize) if maxsize > 0 else None
+        )
+        self._generation = 0
+        self._changed: dict[str, int] = {}  # paper id -> the generation it changed in
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def __len__(self) -> int:
         return len(self._data) if self._data is not None else 0
+
+    def forget_papers(self, paper_ids: Iterable[str]) -> None:
+        """These papers changed: their records, cached or being read right now, are
+        not served again; the next read fetches them anew."""
+        with self._lock:
+            self._generation += 1
+            for pid in paper_ids:
+                self._changed[pid] = self._generation
+            if len(self._changed) > self.FORGOTTEN_MAX:
+                self._changed.clear()
+                if self._data is not None:
+                    self._data.clear()
+
+    def _valid(self, cid: str, read_in: int) -> bool:
+        """A record is good unless its paper changed at or after its read began."""
+        return read_in >= self._changed.get(split_chunk_id(cid)[0], -1)
 
     def get_many(
         self, ids: Sequence[str], fetch: Callable[[Sequence[str]], list[ChunkHit]]
     ) -> dict[str, ChunkHit]:
         """The records of `ids` that exist, from the cache or else one `fetch` call."""
         found: dict[str, ChunkHit] = {}
-        if self._data is not None:
-            with self._lock:
-                found = {cid: hit for cid in ids if (hit := self._data.get(cid)) is not None}
+        with self._lock:
+            started = self._generation
+            if self._data is not None:
+                for cid in ids:
+                    entry = self._data.get(cid)
+                    if entry is not None and self._valid(cid, entry[1]):
+                        found[cid] = entry[0]
         missing = [cid for cid in dict.fromkeys(ids) if cid not in found]
         if not missing:
             return found
+        fetched = fetch(missing)
+        found.update((hit.id, hit) for hit in fetched)
+        if self._data is not None:
+            with self._lock:
+                for hit in fetched:
+                    # Read before a forget that came meanwhile: kept, but never served.
+                    self._data[hit.id] = (hit, started)
+        return found
         fetched = fetch(missing)
         found.update((hit.id, hit) for hit in fetched)
         if self._data is not None:

@@ -175,3 +175,79 @@ def test_mmr_reorders_papers_and_embeds_only_chunks_bm25_found_alone(
     )
     lexical = sample_retriever.retrieve(query, k=4, mmr=True)
     assert len(lexical.sources) == 4 and len(calls) == 1 and calls[0] >= 4
+
+
+def test_forgetting_papers_drops_their_records_even_those_being_read() -> None:
+    cache = RecordCache(10)
+    fetched: list[list[str]] = []
+
+    def fetch(ids):  # type: ignore[no-untyped-def]
+        fetched.append(list(ids))
+        return [_hit(i) for i in ids]
+
+    cache.get_many(["a#0", "a#1", "b#0"], fetch)
+    cache.forget_papers(["a"])
+    cache.get_many(["a#0", "a#1", "b#0"], fetch)
+    assert fetched[-1] == ["a#0", "a#1"]  # b's record stayed
+    cache.get_many(["a#0", "b#0"], fetch)
+    assert len(fetched) == 2  # a's new records are served
+
+    # A read in flight when its paper changes: what it fetched is not served later.
+    def fetch_while_b_changes(ids):  # type: ignore[no-untyped-def]
+        cache.forget_papers(["b"])
+        return fetch(ids)
+
+    cache.forget_papers(["b"])
+    cache.get_many(["b#0"], fetch_while_b_changes)
+    cache.get_many(["b#0"], fetch)
+    assert fetched[-1] == ["b#0"] and len(fetched) == 4
+
+
+def _write_papers(path: Path, revs: dict[str, str]) -> None:
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": pid,
+                    "title": f"Marrowlight lenses {pid}",
+                    "abstract": f"Marrowlight probing of {pid}, revision {rev}, shows sparse "
+                    "probes find syntax.",
+                }
+            )
+            + "\n"
+            for pid, rev in revs.items()
+        )
+    )
+
+
+def test_a_store_change_costs_the_record_cache_the_changed_papers_only(
+    tmp_path: Path, embeddings, monkeypatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "d")
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    retriever = make_retriever(settings, store, embeddings)
+    reads: list[str] = []
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda ids: reads.extend(ids) or real_get(ids))
+    first = retriever.retrieve("marrowlight sparse probing", k=2)
+    assert {s.paper_id for s in first.sources} == {"2405.00071", "2405.00072"}
+
+    _write_papers(src, {"2405.00071": "two", "2405.00072": "one"})
+    assert IngestJob(store, embeddings, settings, progress=False).run([str(src)]).updated == 1
+    retriever.lexical.invalidate()
+    reads.clear()
+    after = retriever.retrieve("marrowlight sparse probing", k=2)
+    by_id = {s.paper_id: s for s in after.sources}
+    assert "revision two" in by_id["2405.00071"].abstract
+    assert "revision one" in by_id["2405.00072"].abstract
+    assert reads and {r.split("#")[0] for r in reads} == {"2405.00071"}
+
+    # A change the log cannot name (a version stamp alone) drops every record.
+    store.bump_version()
+    retriever.lexical.invalidate()
+    reads.clear()
+    retriever.retrieve("marrowlight sparse probing", k=2)
+    assert {r.split("#")[0] for r in reads} == {"2405.00071", "2405.00072"}

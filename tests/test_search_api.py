@@ -95,6 +95,11 @@ class _StalledNearest:
         return getattr(self._store, name)
 
 
+def _with_dense_deadline(settings, ms: float):  # type: ignore[no-untyped-def]
+    retrieval = settings.retrieval.model_copy(update={"search_dense_timeout_ms": ms})
+    return settings.model_copy(update={"retrieval": retrieval})
+
+
 def test_search_with_a_dense_deadline_answers_from_bm25_marked_partial(
     sample_settings, sample_store, sample_retriever, embeddings
 ) -> None:
@@ -104,13 +109,7 @@ def test_search_with_a_dense_deadline_answers_from_bm25_marked_partial(
 
     query = "shortcut learning which features networks prefer"
     stalled = _StalledNearest(sample_store)
-    settings = sample_settings.model_copy(
-        update={
-            "retrieval": sample_settings.retrieval.model_copy(
-                update={"search_dense_timeout_ms": 50.0}
-            )
-        }
-    )
+    settings = _with_dense_deadline(sample_settings, 50.0)
     retriever = make_retriever(settings, stalled, embeddings)
     bm25 = [h.paper_id for h in search_papers(query, sample_retriever, k=5, mode="bm25")]
     hybrid = [h.paper_id for h in search_papers(query, sample_retriever, k=5, mode="hybrid")]
@@ -146,13 +145,7 @@ def test_search_endpoint_says_when_its_ranking_is_partial(
     sample_settings, sample_store, embeddings
 ) -> None:
     stalled = _StalledNearest(sample_store)
-    settings = sample_settings.model_copy(
-        update={
-            "retrieval": sample_settings.retrieval.model_copy(
-                update={"search_dense_timeout_ms": 50.0}
-            )
-        }
-    )
+    settings = _with_dense_deadline(sample_settings, 50.0)
     app = create_app(settings, store=stalled, embeddings=embeddings)
     try:
         with TestClient(app) as c:
