@@ -123,10 +123,10 @@ class Retriever:
         self.settings = settings
         self.reranker = RERANKERS[settings.reranker]
         # Dense searches run here when a caller sets a deadline: one that misses it
-        # finishes in the background, and while `DENSE_IN_FLIGHT` of them are still
-        # out, later searches do not queue behind them.
+        # finishes in the background, and while `LEFT_BEHIND` of them are still out,
+        # later searches do not send another to a store that is not answering.
         self._dense_pool: ThreadPoolExecutor | None = None
-        self._dense_out = 0
+        self._left_behind = 0
         self._dense_lock = threading.Lock()
 
     def retrieve(
@@ -183,7 +183,8 @@ class Retriever:
             q.lexical = q.index.search(q.text, n, q.filters)
             q.timings["bm25"] = time.perf_counter() - t0
 
-    DENSE_IN_FLIGHT = 2
+    LEFT_BEHIND = 2
+    DENSE_WORKERS = 32  # dense searches at once (API worker threads share the pool)
 
     def _candidates_by_deadline(self, q: Query, n: int, deadline_ms: float) -> None:
         """Hybrid candidates with the dense search in a worker thread and BM25 in
@@ -192,22 +193,20 @@ class Retriever:
         t0 = time.perf_counter()
         future: Future[Any] | None = None
         with self._dense_lock:
-            if self._dense_out < self.DENSE_IN_FLIGHT:
+            if self._left_behind < self.LEFT_BEHIND:
                 if self._dense_pool is None:
                     self._dense_pool = ThreadPoolExecutor(
-                        self.DENSE_IN_FLIGHT, thread_name_prefix="citeqa-dense"
+                        self.DENSE_WORKERS, thread_name_prefix="citeqa-dense"
                     )
-                self._dense_out += 1
                 future = self._dense_pool.submit(
                     self.store.nearest, q.vector, n, q.filters, with_vectors=q.mmr
                 )
-                future.add_done_callback(self._dense_done)
         t1 = time.perf_counter()
         q.lexical = q.index.search(q.text, n, q.filters)
         q.timings["bm25"] = time.perf_counter() - t1
         if future is None:
             q.partial = (
-                f"BM25 alone: {self.DENSE_IN_FLIGHT} earlier dense searches are still "
+                f"BM25 alone: {self.LEFT_BEHIND} earlier dense searches are still "
                 "waiting on the vector store"
             )
             return
@@ -216,14 +215,18 @@ class Retriever:
             nearest = future.result(timeout=max(0.0, left))
         except FutureTimeout:
             q.partial = f"BM25 alone: the dense search took over {deadline_ms:g} ms"
+            if not future.cancel():  # it has started: it finishes in the background
+                with self._dense_lock:
+                    self._left_behind += 1
+                future.add_done_callback(self._caught_up)
             return
         finally:
             q.timings["dense"] = time.perf_counter() - t0
         q.dense = {cid: (score, vec) for cid, score, vec in nearest}
 
-    def _dense_done(self, _: Future[Any]) -> None:
+    def _caught_up(self, _: Future[Any]) -> None:
         with self._dense_lock:
-            self._dense_out -= 1
+            self._left_behind -= 1
 
     def fuse(self, q: Query) -> None:
         q.fused = rrf([list(q.dense), [h.id for h in q.lexical]], self.settings.rrf_k)

@@ -134,7 +134,7 @@ def test_search_with_a_dense_deadline_answers_from_bm25_marked_partial(
     t.join(30)
     assert waited and waited[0].partial is None  # type: ignore[attr-defined]
     for _ in range(100):  # the two left-behind searches finish and free their places
-        if retriever._dense_out == 0:
+        if retriever._left_behind == 0:
             break
         threading.Event().wait(0.05)
     again = paper_search(query, retriever, k=5)
@@ -159,3 +159,33 @@ def test_search_endpoint_says_when_its_ranking_is_partial(
             assert len(body["results"]) == 3 and "Shortcut" in body["results"][0]["title"]
     finally:
         stalled.release.set()
+
+
+def test_a_dense_deadline_marks_nothing_partial_when_the_store_answers_in_time(
+    sample_settings, sample_store, embeddings
+) -> None:
+    """Concurrent searches each wait for their own dense search: only one left
+    behind by its deadline counts against the others."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag.retrieve import make_retriever, paper_search
+
+    class Slow:
+        def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+            self._store = store
+
+        def nearest(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)
+            return self._store.nearest(*args, **kwargs)
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self._store, name)
+
+    retriever = make_retriever(
+        _with_dense_deadline(sample_settings, 20_000.0), Slow(sample_store), embeddings
+    )
+    queries = ["shortcut learning", "diffusion bias", "noisy labels", "sharpness", "CLIP", "MLP"]
+    with ThreadPoolExecutor(6) as pool:
+        found = list(pool.map(lambda q: paper_search(q, retriever, k=3), queries))
+    assert all(f.partial is None and len(f.hits) == 3 for f in found)
