@@ -201,6 +201,7 @@ class RecordCache:
         )
         self._generation = 0
         self._changed: dict[str, int] = {}  # paper id -> the generation it changed in
+        self._floor = 0  # reads begun before this generation are not served
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def __len__(self) -> int:
@@ -215,12 +216,13 @@ class RecordCache:
                 self._changed[pid] = self._generation
             if len(self._changed) > self.FORGOTTEN_MAX:
                 self._changed.clear()
+                self._floor = self._generation
                 if self._data is not None:
                     self._data.clear()
 
     def _valid(self, cid: str, read_in: int) -> bool:
         """A record is good unless its paper changed at or after its read began."""
-        return read_in >= self._changed.get(split_chunk_id(cid)[0], -1)
+        return read_in >= max(self._floor, self._changed.get(split_chunk_id(cid)[0], -1))
 
     def get_many(
         self, ids: Sequence[str], fetch: Callable[[Sequence[str]], list[ChunkHit]]

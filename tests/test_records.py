@@ -202,6 +202,22 @@ def test_forgetting_papers_drops_their_records_even_those_being_read() -> None:
     cache.get_many(["b#0"], fetch)
     assert fetched[-1] == ["b#0"] and len(fetched) == 4
 
+    # Too many papers remembered as changed: the cache starts over, and a read in
+    # flight then is not served either.
+    small = RecordCache(10)
+    small.FORGOTTEN_MAX = 2  # type: ignore[misc]
+    small.get_many(["c#0"], fetch)
+
+    def fetch_while_many_change(ids):  # type: ignore[no-untyped-def]
+        small.forget_papers(["x", "y", "z"])
+        return fetch(ids)
+
+    small.get_many(["d#0"], fetch_while_many_change)
+    assert len(small) == 1  # c went with the reset; d came in after it
+    n = len(fetched)
+    small.get_many(["d#0"], fetch)
+    assert len(fetched) == n + 1  # d's read began before the reset: read again
+
 
 def _write_papers(path: Path, revs: dict[str, str]) -> None:
     path.write_text(
