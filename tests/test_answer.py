@@ -344,3 +344,37 @@ def test_a_set_question_cites_several_papers(chain, sample_store) -> None:
     )
     assert len({c.paper_id for c in answer.citations}) >= 2
     assert_valid_answer(answer, sample_store)
+
+
+def test_a_paragraph_opens_on_the_sentence_that_answers_best() -> None:
+    from rag.generate.extractive import lead_with_best
+    from rag.support import SourceSentence
+    from rag.types import Source
+
+    abstract = (
+        "Large batches are common in practice. "
+        "Prior work reports a generalization gap. "
+        "We find that the gap closes when training runs longer. "
+        "This shows the gap comes from too few updates. "
+        "Experiments cover three datasets. "
+        "Third, we propose Ghost Batch Normalization."
+    )
+    src = Source(1, "p", "t", abstract, None, 0.0, 0.0)
+    spans = []
+    start = 0
+    for sentence in abstract.split(". "):
+        text = sentence if sentence.endswith(".") else sentence + "."
+        begin = abstract.index(text, start)
+        spans.append(SourceSentence(src, begin, begin + len(text)))
+        start = begin + len(text)
+    setting, prior, finding, leaning, _, third = spans
+    # Picked best first: the finding leads, the sentence after it that leans on it
+    # stays with it, the rest follow in the abstract's order ("Third, ..." leans too,
+    # but on a sentence that was not picked).
+    order = lead_with_best([finding, third, setting, leaning])
+    assert order == [finding, leaning, setting, third]
+    # A best sentence that leans on an earlier one keeps the abstract's order.
+    assert lead_with_best([third, prior, finding]) == [prior, finding, third]
+    assert lead_with_best([leaning, finding]) == [finding, leaning]
+    # Already first in the abstract: nothing moves.
+    assert lead_with_best([setting, third, prior]) == [setting, prior, third]

@@ -9,7 +9,8 @@ one when three or more papers answer). When one or two papers answer, each
 one's conclusion (the closer to the question of its last two sentences, where
 abstracts in every field state what they found) joins its best sentence unless
 it is far off the question. The summary groups the picked sentences
-by paper, in each paper's own order, names the paper once, turns the authors'
+by paper, each paper's best sentence first (what it found, not its setting)
+and the rest in the abstract's order, names the paper once, turns the authors'
 "we" into "the authors", and ends each sentence with its paper's marker.
 """
 
@@ -154,9 +155,7 @@ class ExtractiveGenerator:
         paragraphs = []
         for n, sents in groups.items():
             src = sents[0].source
-            body = " ".join(
-                cite(third_person(s.text), n) for s in sorted(sents, key=lambda s: s.start)
-            )
+            body = " ".join(cite(third_person(s.text), n) for s in lead_with_best(sents))
             paragraphs.append(f"{paper_label(src)}: {body}")
         return "\n\n".join(paragraphs)
 
@@ -177,6 +176,39 @@ class ExtractiveGenerator:
         # Sentence-sized pieces, so a streaming client sees the answer build up.
         for piece in re.split(r"(?<=\]\.)\s", text):
             yield piece + " "
+
+
+# A sentence that leans on the one before it ("This shows ...", "However, ...",
+# "Third, ...", "Based on this, ...").
+_LEANS_BACK = re.compile(
+    r"^(this|these|that|those|it|its|they|their|such|thus|hence|therefore|however|moreover|"
+    r"furthermore|in addition|additionally|also|then|next|consequently|as a result|second|"
+    r"secondly|third|thirdly|fourth|fifth|finally|lastly|to this end|based on|building on|"
+    r"under (this|these)|with (this|these)|in (this|such) (case|cases|setting|way))\b",
+    re.I,
+)
+
+
+def lead_with_best(sents: list[SourceSentence]) -> list[SourceSentence]:
+    """One paper's picked sentences as its paragraph reads them: the one that answers
+    best (picked first) leads, with the picked sentences that follow it in the
+    abstract and lean on it ("This property ..."), so the answer opens on what the
+    paper found rather than on its setting; the others follow in the abstract's
+    order. A best sentence that leans on the one before it keeps the abstract's
+    order."""
+    ordered = sorted(sents, key=lambda s: s.start)
+    b = ordered.index(sents[0])
+    if b == 0 or _LEANS_BACK.match(sents[0].text):
+        return ordered
+    end = b + 1
+    abstract = sents[0].source.abstract
+    while (
+        end < len(ordered)
+        and _LEANS_BACK.match(ordered[end].text)
+        and not abstract[ordered[end - 1].end : ordered[end].start].strip()  # next in it
+    ):
+        end += 1
+    return ordered[b:end] + ordered[:b] + ordered[end:]
 
 
 _FINDING = re.compile(
