@@ -319,6 +319,12 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
         "conclusion": M.conclusion_in_answer(answer_sentences(o.text), row.get("conclusion"))
         if answered
         else None,
+        # Does the answer open on the paper's conclusion (findings first)?
+        "conclusion_first": M.conclusion_in_answer(
+            answer_sentences(o.text)[:1], row.get("conclusion")
+        )
+        if answered
+        else None,
         "must_contain": M.contains(o.text, row.get("must_contain")),
         "words": M.words(o.text),
         "cited_papers": cited_papers,
@@ -343,6 +349,7 @@ def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[s
         "citation_recall_multi": M.mean(q["recall"] for q in per_q),
         "support_rate": M.mean(q.get("support") for q in per_q),
         "conclusion_in_answer": M.mean(q["conclusion"] for q in per_q),
+        "conclusion_first": M.mean(q.get("conclusion_first") for q in per_q),
         "answered": len(answered),
         **refusal,
         "false_refusals": false_refusals,
@@ -595,6 +602,7 @@ ANSWER_ROWS = [
     ("citation_recall_multi", "citation recall (multi-paper)"),
     ("support_rate", "support rate"),
     ("conclusion_in_answer", "conclusion in answer (answered, with conclusion)"),
+    ("conclusion_first", "conclusion as the answer's first sentence"),
     ("answered", "questions answered"),
     ("refusal_precision", "refusal precision"),
     ("refusal_recall", "refusal recall"),

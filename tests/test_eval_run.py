@@ -263,6 +263,11 @@ def test_conclusion_in_answer_on_answers() -> None:
         question_scores(rows[3], _outcome(text, {1: "a"})),
     ]
     assert summarise(rows, per_q)["conclusion_in_answer"] == 0.5
+    # The conclusion is the text's second sentence, so it is not the answer's first.
+    assert [q["conclusion_first"] for q in per_q] == [0.0, 0.0, None, None]
+    first = "Telephone counseling might be the preferred intervention [1]. Effects were large [1]."
+    opens = question_scores(rows[0], _outcome(first, {1: "pmid10808977"}))
+    assert opens["conclusion_first"] == 1.0 and opens["conclusion"] == 1.0
 
 
 def test_foreign_refusals() -> None:
