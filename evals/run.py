@@ -303,6 +303,7 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
     answered = not o.refused
     answerable = row["kind"] != "unanswerable"
     single = answered and row["kind"] == "single"
+    sentences = answer_sentences(o.text) if answered else []
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -316,13 +317,11 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
         "recall": M.citation_recall(cited_papers, gold)
         if row["kind"] == "multi" and answered
         else None,
-        "conclusion": M.conclusion_in_answer(answer_sentences(o.text), row.get("conclusion"))
+        "conclusion": M.conclusion_in_answer(sentences, row.get("conclusion"))
         if answered
         else None,
         # Does the answer open on the paper's conclusion (findings first)?
-        "conclusion_first": M.conclusion_in_answer(
-            answer_sentences(o.text)[:1], row.get("conclusion")
-        )
+        "conclusion_first": M.conclusion_in_answer(sentences[:1], row.get("conclusion"))
         if answered
         else None,
         "must_contain": M.contains(o.text, row.get("must_contain")),

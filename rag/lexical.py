@@ -59,7 +59,7 @@ from urllib.parse import urlparse
 import tantivy
 
 from rag.settings import Settings
-from rag.store import Changes, LogPosition, RecordCache, Store, open_store
+from rag.store import Changes, LogPosition, RecordCache, Store, StoreUnavailable, open_store
 from rag.text import STOPWORDS, terms
 from rag.types import ChunkHit, Filters, indexed_text
 
@@ -325,7 +325,7 @@ class LexicalCache:
         the cache those N), or all of them when the log cannot tell."""
         try:
             changes = self.store.changes_since(self._records_position)
-        except Exception as exc:  # the store is unreachable: keep nothing that may be old
+        except StoreUnavailable as exc:  # keep nothing that may be old
             log.warning("store change log unreadable, dropping cached records: %s", exc)
             self._records_position = None
             self.clear_records(None)

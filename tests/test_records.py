@@ -267,3 +267,30 @@ def test_a_store_change_costs_the_record_cache_the_changed_papers_only(
     reads.clear()
     retriever.retrieve("marrowlight sparse probing", k=2)
     assert {r.split("#")[0] for r in reads} == {"2405.00071", "2405.00072"}
+
+
+def test_an_unreadable_change_log_drops_every_record(
+    tmp_path: Path, embeddings, monkeypatch
+) -> None:
+    import pytest
+
+    from rag.store import StoreUnavailable
+
+    settings = Settings(data_dir=tmp_path / "d")
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    retriever = make_retriever(settings, store, embeddings)
+    retriever.retrieve("marrowlight sparse probing", k=2)
+    assert len(retriever.lexical.records) > 0
+
+    def down(_position):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable("log down")
+
+    monkeypatch.setattr(store, "changes_since", down)
+    store.bump_version()
+    retriever.lexical.invalidate()
+    with pytest.raises(StoreUnavailable):  # the BM25 catch-up reads the log too: a 503
+        retriever.lexical.get()
+    assert len(retriever.lexical.records) == 0  # nothing kept that may be old
