@@ -10,12 +10,20 @@ from evals.bench import chroma_sync, scale_server
 from evals.bench.scale import CHUNKS_PER_PAPER
 
 
+def readds_only_the_new_papers(readded: int, papers: int) -> bool:
+    """The writer logs its papers before and after its upserts, as the ingest job does.
+    A catch-up that lands between the two reads whatever of those papers is in the
+    store then, and the one after the second entry reads them again: each new chunk
+    is re-added once or twice, and nothing of the corpus."""
+    return papers * CHUNKS_PER_PAPER <= readded <= 2 * papers * CHUNKS_PER_PAPER
+
+
 def test_scale_server_bench_counts_the_change_not_the_corpus(tmp_path: Path) -> None:
     papers = 20
     r = scale_server.run(tmp_path / "store", 3000, n_queries=10, new_papers=papers, timeout=300)
     assert r["chunks"] == 3000
     w = r["while_new_papers_land"]
-    assert w["chunks_readded"] == papers * CHUNKS_PER_PAPER
+    assert readds_only_the_new_papers(w["chunks_readded"], papers)
     assert w["found_s"] >= w["writer_s"] > 0
     assert r["replica"]["full_builds"] == 0
     assert r["chroma_server"]["rss_mb"] > 0 and r["reader"]["rss_mb"] > 0
@@ -27,9 +35,10 @@ def test_scale_server_bench_counts_the_change_not_the_corpus(tmp_path: Path) -> 
         dense_deadline_ms=2000,
     )  # fmt: skip
     assert again["build_s"] == r["build_s"]
-    assert again["while_new_papers_land"]["chunks_readded"] == papers * CHUNKS_PER_PAPER
+    assert readds_only_the_new_papers(again["while_new_papers_land"]["chunks_readded"], papers)
     d = again["with_dense_deadline"]
-    assert d["chunks_readded"] == papers * CHUNKS_PER_PAPER and d["dense_deadline_ms"] == 2000
+    assert readds_only_the_new_papers(d["chunks_readded"], papers)
+    assert d["dense_deadline_ms"] == 2000
     assert 0 <= d["partial"] <= d["queries"] and "partial" not in again["while_new_papers_land"]
     assert len(scale_server.rows(again)) == 9
 
