@@ -7,7 +7,7 @@ own disk (the API against a `chroma run` server included). Writers log the ids
 of the papers they change (rag/store.py, `log_changes`); a reader whose index
 is at log entry s asks for the papers changed after s, deletes their documents
 from its index (by the `paper_id` term), re-adds their current chunks read
-from the store, commits, and notes the entry it reached in `applied-v1.json`
+from the store, commits, and notes the entry it reached in `applied-v2.json`
 beside the index (written after the commit, atomically: tantivy has no commit
 payload to hold it). It reads the whole store only when there is no index yet,
 or the log no longer reaches back to its entry (trimmed, or another log), or a
@@ -31,11 +31,18 @@ clauses that add nothing to the score. A deleted document still counts in its
 segment's term statistics until the segment is merged (the writer waits for
 the merges each commit starts), so scores drift slightly between merges.
 
+Each document stores its chunk's record (text and metadata), so a query reads
+the records of the papers it shows from local disk, not from the store: only
+the dense search goes to the store, and a store busy with an ingest slows
+nothing else. A paper whose change the reader has seen in the log after the
+view's position is read from the store instead (`read_records`).
+
 A small index catches up in the query that notices the new version, so a
 reader sees its own writes at once; a large one catches up in the background
 while the current searcher keeps answering (new chunks are found by dense
-search meanwhile, and chunks that are gone are dropped when their records are
-read: the record cache is emptied at once, so no query shows old text).
+search meanwhile, and the changed papers' records come from the store: a chunk
+that is gone is dropped, and no query shows old text once the reader has seen
+the change).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +68,7 @@ import tantivy
 from rag.settings import Settings
 from rag.store import Changes, LogPosition, RecordCache, Store, StoreUnavailable, open_store
 from rag.text import STOPWORDS, terms
-from rag.types import ChunkHit, Filters, indexed_text
+from rag.types import ChunkHit, Filters, indexed_text, split_chunk_id
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +76,10 @@ ANALYZER = "citeqa_en"
 # `rag.text`'s tokens are Python's `\b\w\w+\b`; Rust's `\w` leaves out other
 # numerals (², ½) that Python's takes, hence \p{N}.
 _TOKEN_PATTERN = r"[\w\p{N}]{2,}"
-FORMAT = 1
+FORMAT = 2
 """Bumped when the schema or analyzer changes: the index and its marker live in
-files named by it, so another format starts in a fresh directory."""
+files named by it, so another format starts in a fresh directory (one full build
+per reader). 2: each document stores its chunk's record (text and metadata)."""
 WRITER_HEAP = 64_000_000
 """Bytes the writer buffers before it writes a segment (tantivy's floor is 15 MB)."""
 _PAGE = 1000  # chunks read from the store per request while applying changes
@@ -95,6 +103,7 @@ def schema() -> tantivy.Schema:
     b.add_text_field("text", tokenizer_name=ANALYZER, index_option="freq")
     b.add_integer_field("year", indexed=True, fast=True)
     b.add_text_field("categories", tokenizer_name="raw")
+    b.add_bytes_field("record", stored=True)  # the chunk's text and metadata, as JSON
     return b.build()
 
 
@@ -109,6 +118,8 @@ def _document(hit: ChunkHit) -> tantivy.Document:
         doc.add_integer("year", year)
     for category in meta.get("categories") or ():
         doc.add_text("categories", str(category))
+    record = {"text": hit.text, "metadata": meta}
+    doc.add_bytes("record", json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
     return doc
 
 
@@ -173,6 +184,24 @@ class LexicalIndex:
             hits.append(LexicalHit(doc["id"][0], doc["paper_id"][0], float(score)))
         return hits
 
+    def records(self, ids: Sequence[str]) -> list[ChunkHit]:
+        """The records (text and metadata, score nan) of the chunks of `ids` that this
+        view holds, as they were in the store when their paper was last applied."""
+        if not ids or not self._n:
+            return []
+        query = tantivy.Query.term_set_query(self._schema, "id", list(ids))
+        result = self.searcher.search(query, len(ids), count=False)
+        hits = []
+        for _, address in result.hits:
+            doc = self.searcher.doc(address)
+            record = json.loads(doc.get_first("record"))
+            hits.append(
+                ChunkHit(
+                    doc["id"][0], doc["paper_id"][0], record["text"], math.nan, record["metadata"]
+                )
+            )
+        return hits
+
     def chunk_ids(self) -> list[str]:
         """Every chunk id in this view (for checks and tests; reads every document)."""
         if not self._n:
@@ -204,6 +233,10 @@ class LexicalStats:
     """Full builds this process left to a child process (counted in `full_builds` too)."""
     applied: list[int] = field(default_factory=list)
     """Log positions this process brought the index to."""
+    records_local: int = 0
+    """Chunk records queries read from the index's stored documents."""
+    records_fetched: int = 0
+    """Chunk records queries asked the store for (papers changed since their view)."""
 
 
 def lexical_dir(settings: Settings) -> Path:
@@ -270,6 +303,12 @@ class LexicalCache:
         self.stats = LexicalStats()
         self._records_version: str | None = None
         self._records_position: LogPosition | None = None
+        # The papers changed in the store, as this reader has seen its log: where the
+        # watch began, and paper id -> a log entry at or after its latest change. A
+        # view serves a paper's records itself only when no change to the paper is
+        # known past the view's position (`read_records`). Replaced whole, never
+        # emptied in place: a query reads it without a lock.
+        self._tracking: tuple[LogPosition | None, dict[str, int]] = (None, {})
         self._index: LexicalIndex | None = None
         self._tantivy: tantivy.Index | None = None
         self._checked = 0.0
@@ -328,14 +367,51 @@ class LexicalCache:
         except StoreUnavailable as exc:  # keep nothing that may be old
             log.warning("store change log unreadable, dropping cached records: %s", exc)
             self._records_position = None
+            self._tracking = (None, {})
             self.clear_records(None)
             return
         if self._records_position is None or changes.paper_ids is None:
             self.clear_records(version)
+            self._tracking = (changes.head, {})  # views older than this serve none
         else:
             self.records.forget_papers(changes.paper_ids)
             self._records_version = version
+            self._track(changes.paper_ids, changes.head)
         self._records_position = changes.head
+
+    TRACKED_MAX = RecordCache.FORGOTTEN_MAX
+    """Changed papers remembered; past this, those the current view holds are dropped."""
+
+    def _track(self, paper_ids: Iterable[str], head: LogPosition) -> None:
+        since, changed = self._tracking
+        for pid in paper_ids:
+            changed[pid] = head.seq  # it changed after the last look, at or before head
+        current = self._index
+        if len(changed) > self.TRACKED_MAX and current is not None and current.position:
+            # Views older than the current one stop serving records; for it and newer
+            # ones, what it already holds needs no entry.
+            seen = current.position.seq
+            if since is not None and current.position.epoch == since.epoch and seen > since.seq:
+                kept = {pid: seq for pid, seq in changed.items() if seq > seen}
+                self._tracking = (current.position, kept)
+
+    def read_records(self, view: LexicalIndex | None, ids: Sequence[str]) -> list[ChunkHit]:
+        """The records of `ids` that exist, in the order asked: from `view`'s stored
+        documents for the papers it holds as the store does (no change to them logged
+        past the view's position, as far as this reader has seen the log), from the
+        store for the rest. A search then reads the store only for papers that changed
+        since its view, so a busy store does not slow the read of the others."""
+        local: dict[str, ChunkHit] = {}
+        since, changed = self._tracking
+        at = view.position if view is not None else None
+        if at is not None and since is not None and at.epoch == since.epoch and at.seq >= since.seq:
+            fresh = [cid for cid in ids if changed.get(split_chunk_id(cid)[0], -1) <= at.seq]
+            local = {hit.id: hit for hit in view.records(fresh)}  # type: ignore[union-attr]
+        rest = [cid for cid in ids if cid not in local]
+        fetched = {hit.id: hit for hit in self.store.get(rest)} if rest else {}
+        self.stats.records_local += len(local)
+        self.stats.records_fetched += len(rest)
+        return [local.get(cid) or fetched[cid] for cid in ids if cid in local or cid in fetched]
 
     @property
     def current(self) -> LexicalIndex | None:

@@ -6,7 +6,8 @@ A query passes through named stages, each a method over one `Query` state:
     fuse        reciprocal rank fusion of the two
     group       chunks to papers, each by its best chunk
     diversify   MMR over papers (when asked)
-    read        the shown papers' records, as numbered sources
+    read        the shown papers' records (from the BM25 index's stored documents,
+                the store only for papers changed since), as numbered sources
     rerank      a reranker from rag/rerank.py re-orders them; the first k stay
     signals     each source's dense and BM25 rank and its question-term coverage
     gate        did anything relevant come back at all?
@@ -29,6 +30,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -249,7 +251,7 @@ class Retriever:
         vec_of = {cid: vec for cid, (_, vec) in q.dense.items() if vec is not None}
         lexical_only = [c for c in best if c not in vec_of]  # found by BM25 alone
         if lexical_only:
-            found = q.records.get_many(lexical_only, self.store.get)
+            found = q.records.get_many(lexical_only, partial(self.lexical.read_records, q.index))
             texts = [found[c].text if c in found else "" for c in lexical_only]
             vec_of.update(zip(lexical_only, self.embeddings.embed_documents(texts), strict=True))
         vectors = [np.asarray(vec_of[c]) for c in best]
@@ -263,7 +265,7 @@ class Retriever:
         found = q.records.get_many(
             [cid for p in window for cid in p.chunk_ids]
             + [chunk_id(p.paper_id, 0) for p in window],
-            self.store.get,
+            partial(self.lexical.read_records, q.index),
         )
         chunks = {}
         for cid, hit in found.items():

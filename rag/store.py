@@ -185,9 +185,9 @@ class RecordCache:
     stamp it forgets the records of the papers the store's change log names
     (`forget_papers`), or all of them when the log cannot tell, so a record never
     outlives its paper's version by more than the reader's staleness check while
-    the rest of the corpus stays in memory through an ingest. Reading records from
-    the store costs more than the vector search itself; a hot query path finds
-    them here.
+    the rest of the corpus stays in memory through an ingest. A miss is read from
+    the BM25 index's stored documents, or from the store for a changed paper
+    (`LexicalCache.read_records`); a hot query path finds it here.
     """
 
     FORGOTTEN_MAX = 200_000
@@ -246,11 +246,4 @@ class RecordCache:
                 for hit in fetched:
                     # Read before a forget that came meanwhile: kept, but never served.
                     self._data[hit.id] = (hit, started)
-        return found
-        fetched = fetch(missing)
-        found.update((hit.id, hit) for hit in fetched)
-        if self._data is not None:
-            with self._lock:
-                for hit in fetched:
-                    self._data[hit.id] = hit
         return found

@@ -1,5 +1,6 @@
-"""The query path's record cache: chunk text and metadata read from Chroma once per
-collection version, then served from memory."""
+"""The query path's records: chunk text and metadata read from the BM25 index's
+stored documents (from the store only for papers changed since the index's view),
+once per collection version, then served from memory."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 from ingest.job import IngestJob
+from rag.lexical import LexicalIndex
 from rag.retrieve import make_retriever
 from rag.settings import Settings
 from rag.store import RecordCache, open_store
@@ -42,6 +44,22 @@ def test_record_cache_fetches_only_misses_and_evicts_least_recent() -> None:
     assert len(off) == 0 and calls[-2:] == [["a#0"], ["a#0"]]
 
 
+def _count_reads(monkeypatch, store) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """(chunk ids queries read from the index's stored documents, from the store)."""
+    from rag.lexical import LexicalCache
+
+    local: list[str] = []
+    fetched: list[str] = []
+    real_records, real_get = LexicalIndex.records, store.get
+    monkeypatch.setattr(
+        LexicalIndex, "records", lambda self, ids: local.extend(ids) or real_records(self, ids)
+    )
+    monkeypatch.setattr(store, "get", lambda ids: fetched.extend(ids) or real_get(ids))
+    # The index's catch-up reads the changed papers from the store: not counted.
+    monkeypatch.setattr(LexicalCache, "_read", lambda self, ids: iter(real_get(ids)))
+    return local, fetched
+
+
 def _write(path: Path, rev: str) -> None:
     path.write_text(
         json.dumps(
@@ -63,15 +81,14 @@ def test_retrieval_reads_records_once_per_version(tmp_path: Path, embeddings, mo
     _write(src, "one")
     IngestJob(store, embeddings, settings, progress=False).run([str(src)])
     retriever = make_retriever(settings, store, embeddings)
-    reads: list[int] = []
-    real_get = store.get
-    monkeypatch.setattr(store, "get", lambda ids: reads.append(len(ids)) or real_get(ids))
+    reads, from_store = _count_reads(monkeypatch, store)
 
     first = retriever.retrieve("marrowlight sparse probing", k=1)
     assert "revision one" in first.sources[0].abstract and reads
+    assert not from_store, "the index holds every record: the store was asked"
     n = len(reads)
     again = retriever.retrieve("marrowlight sparse probing", k=1)
-    assert len(reads) == n, "the second query read records from Chroma again"
+    assert len(reads) == n, "the second query read records again"
     assert again.sources[0].passages[0].text == first.sources[0].passages[0].text
 
     # The paper changes (same chunk id): the new version brings a new cache, so the
@@ -80,10 +97,11 @@ def test_retrieval_reads_records_once_per_version(tmp_path: Path, embeddings, mo
     job = IngestJob(store, embeddings, settings, progress=False)
     assert job.run([str(src)]).updated == 1
     retriever.lexical.invalidate()  # what the API's write routes do after a write
+    from_store.clear()  # the ingest job reads the store, not counted here
     after = retriever.retrieve("marrowlight sparse probing", k=1)
     assert "revision two" in after.sources[0].abstract
     assert "revision two" in after.sources[0].passages[0].text
-    assert len(reads) > n
+    assert len(reads) > n and not from_store  # the index caught up in the query
 
 
 def test_a_large_index_catches_up_in_the_background_while_the_old_one_answers(
@@ -245,9 +263,7 @@ def test_a_store_change_costs_the_record_cache_the_changed_papers_only(
     _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
     IngestJob(store, embeddings, settings, progress=False).run([str(src)])
     retriever = make_retriever(settings, store, embeddings)
-    reads: list[str] = []
-    real_get = store.get
-    monkeypatch.setattr(store, "get", lambda ids: reads.extend(ids) or real_get(ids))
+    reads, _ = _count_reads(monkeypatch, store)
     first = retriever.retrieve("marrowlight sparse probing", k=2)
     assert {s.paper_id for s in first.sources} == {"2405.00071", "2405.00072"}
 
@@ -294,3 +310,67 @@ def test_an_unreadable_change_log_drops_every_record(
     with pytest.raises(StoreUnavailable):  # the BM25 catch-up reads the log too: a 503
         retriever.lexical.get()
     assert len(retriever.lexical.records) == 0  # nothing kept that may be old
+
+
+def test_a_lagging_index_serves_the_unchanged_papers_and_the_store_the_changed_ones(
+    tmp_path: Path, embeddings, monkeypatch
+) -> None:
+    """While a large index catches up in the background, a query reads from the store
+    only the records of the papers the log names since the index's view: the others
+    come from the index's stored documents, and no old text of a changed paper, nor
+    a deleted paper, is shown."""
+    import threading
+
+    from rag.lexical import LexicalCache
+
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        retrieval={"lexical_sync_below": 1, "lexical_refresh_seconds": 0, "record_cache": 0},
+    )
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    papers = {"2405.00071": "one", "2405.00072": "one", "2405.00073": "one"}
+    _write_papers(src, papers)
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    reader = make_retriever(settings, store, embeddings)
+    local, from_store = _count_reads(monkeypatch, store)
+    first = reader.retrieve("marrowlight sparse probing", k=3)
+    assert {s.paper_id for s in first.sources} == set(papers)
+    assert local and not from_store
+    old = reader.lexical.current
+
+    # Another process changes one paper and deletes another, as the ingest job does:
+    # logged, then written.
+    _write_papers(src, {**papers, "2405.00071": "two"})
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    gone = [c.id for c in store.chunks_of(["2405.00073"])["2405.00073"]]
+    store.log_changes(["2405.00073"])
+    store.delete(gone)
+    store.log_changes(["2405.00073"])
+
+    release = threading.Event()
+    real = LexicalCache._apply
+
+    def slow_apply(self, writer, changes):  # type: ignore[no-untyped-def]
+        assert release.wait(30), "the test never released the catch-up"
+        return real(self, writer, changes)
+
+    monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
+    local.clear()
+    from_store.clear()
+    during = reader.retrieve("marrowlight sparse probing", k=3, mode="bm25")
+    assert reader.lexical.rebuilding and reader.lexical.current is old
+    by_id = {s.paper_id: s for s in during.sources}
+    assert set(by_id) == {"2405.00071", "2405.00072"}  # the old index still finds 73
+    assert "revision two" in by_id["2405.00071"].abstract
+    assert {c.split("#")[0] for c in from_store} == {"2405.00071", "2405.00073"}
+    assert {c.split("#")[0] for c in local} == {"2405.00072"}
+
+    release.set()
+    reader.lexical.wait(30)
+    local.clear()
+    from_store.clear()
+    after = reader.retrieve("marrowlight sparse probing", k=3, mode="bm25")
+    assert {s.paper_id for s in after.sources} == {"2405.00071", "2405.00072"}
+    assert "revision two" in {s.paper_id: s for s in after.sources}["2405.00071"].abstract
+    assert local and not from_store, "a caught-up index reads nothing from the store"
