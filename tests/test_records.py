@@ -151,6 +151,8 @@ def test_a_large_index_catches_up_in_the_background_while_the_old_one_answers(
         return real(self, writer, changes)
 
     monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
+    # A large index checks the store beside the queries; this query checks it itself.
+    reader.lexical.invalidate()
     t0 = time.perf_counter()
     during = reader.retrieve("marrowlight probing", k=1)
     assert time.perf_counter() - t0 < 10, "the query waited for the rebuild"
@@ -356,6 +358,7 @@ def test_a_lagging_index_serves_the_unchanged_papers_and_the_store_the_changed_o
         return real(self, writer, changes)
 
     monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
+    reader.lexical.invalidate()  # this query checks the store itself
     local.clear()
     from_store.clear()
     during = reader.retrieve("marrowlight sparse probing", k=3, mode="bm25")
@@ -374,3 +377,50 @@ def test_a_lagging_index_serves_the_unchanged_papers_and_the_store_the_changed_o
     assert {s.paper_id for s in after.sources} == {"2405.00071", "2405.00072"}
     assert "revision two" in {s.paper_id: s for s in after.sources}["2405.00071"].abstract
     assert local and not from_store, "a caught-up index reads nothing from the store"
+
+
+def test_a_large_index_checks_the_store_beside_the_queries(
+    tmp_path: Path, embeddings, monkeypatch
+) -> None:
+    """Above `lexical_sync_below` chunks no query waits for the store's version (a
+    store busy with an ingest answered it in 0.24 s at 1M chunks): the check runs
+    beside the queries, which the current view answers meanwhile."""
+    import threading
+
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        retrieval={"lexical_sync_below": 1, "lexical_refresh_seconds": 0},
+    )
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    _write_papers(src, {"2405.00071": "one"})
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    reader = make_retriever(settings, store, embeddings)
+    assert reader.retrieve("marrowlight probing", k=2, mode="bm25").sources
+    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})  # another process
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+
+    busy, asked = threading.Event(), threading.Event()
+    real_version = store.version
+
+    def slow_version():  # type: ignore[no-untyped-def]
+        asked.set()
+        assert busy.wait(30), "the test never let the store answer"
+        return real_version()
+
+    monkeypatch.setattr(store, "version", slow_version)
+    done: list = []
+    query = threading.Thread(
+        target=lambda: done.append(reader.retrieve("marrowlight probing", k=2, mode="bm25"))
+    )
+    try:
+        query.start()
+        query.join(20)
+        assert done, "the query waited for the store's version"
+        assert asked.wait(20), "nothing checked the store"
+        assert [s.paper_id for s in done[0].sources] == ["2405.00071"]  # the view it had
+    finally:
+        busy.set()
+    reader.lexical.wait(30)
+    found = reader.retrieve("marrowlight probing", k=2, mode="bm25").sources
+    assert {s.paper_id for s in found} == {"2405.00071", "2405.00072"}
