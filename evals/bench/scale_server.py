@@ -390,7 +390,7 @@ def run(
                 dense_deadline_ms,
             )  # fmt: skip
             print(f"with a dense deadline: {result['with_dense_deadline']}", flush=True)
-        result["reader"] = rss()
+        result["reader"] = {**rss(), "index_mb": _dir_mb(work / "reader")}
         result["chroma_server"] = rss(chroma.pid)
         copy = work / "replica"
         if (work / "reader").exists():
@@ -406,6 +406,11 @@ def run(
         stop(chroma)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _dir_mb(path: Path) -> int:
+    """Bytes the files under `path` hold, in MB (the reader's BM25 index on disk)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) // 1_000_000
 
 
 HEADER = ["measure", "figure"]
@@ -434,6 +439,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
           if (d := r.get("with_dense_deadline")) else []),
         ("reader (API) process RSS (anon / file-backed)",
          "{rss_mb} MB ({anon_mb} / {file_mb})".format(**r["reader"])),
+        *([("the reader's BM25 index on disk (records included)",
+            f"{r['reader']['index_mb']:,} MB")] if "index_mb" in r["reader"] else []),
         ("new replica: index open to first hybrid answer",
          "{start_s} s, full builds {full_builds}, RSS {rss_mb} MB".format(**r["replica"])),
     ]  # fmt: skip
