@@ -207,7 +207,13 @@ def retrieve(parts: Parts, s: State) -> None:
     k = q.k
     if k is None and intent(s.standalone) == "set":
         k = max(parts.settings.retrieval.k, parts.settings.retrieval.set_k)
-    s.retrieval = parts.retriever.retrieve(s.standalone, k=k, filters=q.filters, mode=q.mode)
+    s.retrieval = parts.retriever.retrieve(
+        s.standalone,
+        k=k,
+        filters=q.filters,
+        mode=q.mode,
+        dense_deadline_ms=parts.settings.retrieval.chat_dense_timeout_ms,
+    )
     s.timings.update(s.retrieval.timings)
     s.timings["retrieve"] = time.perf_counter() - t0
 
@@ -276,6 +282,8 @@ def finish(parts: Parts, s: State) -> Answer:
         "sources": [src.summary() for src in retrieval.sources],
         "gate": retrieval.gate,
     }
+    # The dense search missed `chat_dense_timeout_ms`: retrieval saw BM25's candidates only.
+    partial = f"retrieval: {retrieval.partial}" if retrieval.partial else None
     refused_by = None
     if draft is None:
         refused_by = "none"  # the gate: no model was called
@@ -287,6 +295,8 @@ def finish(parts: Parts, s: State) -> Answer:
             answer=REFUSAL,
             citations=[],
             refused=True,
+            degraded=partial is not None,
+            degraded_reason=partial,
             generator=refused_by,
             timings=s.timings,
             **base,
@@ -309,8 +319,8 @@ def finish(parts: Parts, s: State) -> Answer:
         answer=checked.text,
         citations=checked.citations,
         refused=False,
-        degraded=draft.degraded,
-        degraded_reason=draft.reason,
+        degraded=draft.degraded or partial is not None,
+        degraded_reason="; ".join(r for r in (draft.reason, partial) if r) or None,
         generator=draft.generator,
         verification=checked.counts,
         timings=s.timings,

@@ -182,6 +182,18 @@ class ChromaStore:
             offset=offset,
         )
 
+    def iter_records(self, *, with_vectors: bool = False) -> Iterator[ChunkHit]:
+        """Every chunk as a record (text, metadata; its vector when asked), page by page."""
+        include = ["metadatas", "documents", *(["embeddings"] if with_vectors else [])]
+        offset = 0
+        while True:
+            res = self._page(None, include, offset)
+            ids = res["ids"]
+            if not ids:
+                return
+            yield from _hits(res, with_vectors)
+            offset += len(ids)
+
     def paper_ids(self) -> set[str]:
         return {str(meta["paper_id"]) for _, _, meta in self.iter_chunks()}
 
@@ -246,18 +258,14 @@ class ChromaStore:
         return hits
 
     @_guarded
-    def get(self, ids: Sequence[str]) -> list[ChunkHit]:
-        """Chunks by id (score nan), in the order asked; unknown ids are left out."""
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ChunkHit]:
+        """Chunks by id (score nan; their vectors when asked), in the order asked;
+        unknown ids are left out."""
         if not ids:
             return []
-        res = self._collection.get(ids=list(ids), include=["metadatas", "documents"])  # type: ignore[list-item]
-        found = {
-            cid: ChunkHit(cid, str(meta["paper_id"]), doc or "", float("nan"), dict(meta))
-            for cid, doc, meta in zip(
-                res["ids"], res["documents"] or [], res["metadatas"] or [], strict=True
-            )
-            if meta
-        }
+        include = ["metadatas", "documents", *(["embeddings"] if with_vectors else [])]
+        res = self._collection.get(ids=list(ids), include=include)  # type: ignore[arg-type]
+        found = {hit.id: hit for hit in _hits(res, with_vectors)}
         return [found[i] for i in ids if i in found]
 
     @_guarded
@@ -393,3 +401,17 @@ def open_chroma(settings: Settings) -> ChromaStore:
         raise StoreUnavailable(
             f"cannot open Chroma ({settings.chroma_url or 'embedded'}): {exc}"
         ) from exc
+
+
+def _hits(res: Any, with_vectors: bool) -> Iterator[ChunkHit]:
+    """A `get` result as records (a record deleted mid-read, without metadata, left out)."""
+    n = len(res["ids"])
+    docs = res["documents"] or [None] * n
+    vectors = res.get("embeddings") if with_vectors else None
+    for i, (cid, doc, meta) in enumerate(
+        zip(res["ids"], docs, res["metadatas"] or [], strict=True)
+    ):
+        if not meta:
+            continue
+        vec = [float(x) for x in vectors[i]] if vectors is not None else None
+        yield ChunkHit(cid, str(meta["paper_id"]), doc or "", float("nan"), dict(meta), vec)

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import tantivy
 
 from rag.settings import Settings
@@ -76,10 +77,11 @@ ANALYZER = "citeqa_en"
 # `rag.text`'s tokens are Python's `\b\w\w+\b`; Rust's `\w` leaves out other
 # numerals (², ½) that Python's takes, hence \p{N}.
 _TOKEN_PATTERN = r"[\w\p{N}]{2,}"
-FORMAT = 2
+FORMAT = 3
 """Bumped when the schema or analyzer changes: the index and its marker live in
 files named by it, so another format starts in a fresh directory (one full build
-per reader). 2: each document stores its chunk's record (text and metadata)."""
+per reader). 2: each document stores its chunk's record (text and metadata);
+3: and its vector (float16)."""
 WRITER_HEAP = 64_000_000
 """Bytes the writer buffers before it writes a segment (tantivy's floor is 15 MB)."""
 _PAGE = 1000  # chunks read from the store per request while applying changes
@@ -104,6 +106,7 @@ def schema() -> tantivy.Schema:
     b.add_integer_field("year", indexed=True, fast=True)
     b.add_text_field("categories", tokenizer_name="raw")
     b.add_bytes_field("record", stored=True)  # the chunk's text and metadata, as JSON
+    b.add_bytes_field("vector", stored=True)  # its embedding, float16 (little-endian)
     return b.build()
 
 
@@ -120,6 +123,8 @@ def _document(hit: ChunkHit) -> tantivy.Document:
         doc.add_text("categories", str(category))
     record = {"text": hit.text, "metadata": meta}
     doc.add_bytes("record", json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
+    if hit.vector is not None:
+        doc.add_bytes("vector", np.asarray(hit.vector, dtype="<f2").tobytes())
     return doc
 
 
@@ -201,6 +206,20 @@ class LexicalIndex:
                 )
             )
         return hits
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors (float32) of the chunks of `ids` this view holds."""
+        if not ids or not self._n:
+            return {}
+        query = tantivy.Query.term_set_query(self._schema, "id", list(ids))
+        result = self.searcher.search(query, len(ids), count=False)
+        found = {}
+        for _, address in result.hits:
+            doc = self.searcher.doc(address)
+            raw = doc.get_first("vector")
+            if raw:
+                found[doc["id"][0]] = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        return found
 
     def chunk_ids(self) -> list[str]:
         """Every chunk id in this view (for checks and tests; reads every document)."""
@@ -432,6 +451,21 @@ class LexicalCache:
                 kept = {pid: seq for pid, seq in changed.items() if seq > seen}
                 self._tracking = (current.position, kept)
 
+    def _fresh(self, view: LexicalIndex | None, ids: Sequence[str]) -> list[str]:
+        """The ids whose paper `view` holds as the store does, as far as this reader
+        has seen the change log (none when it cannot tell)."""
+        since, changed = self._tracking
+        at = view.position if view is not None else None
+        if at is None or since is None or at.epoch != since.epoch or at.seq < since.seq:
+            return []
+        return [cid for cid in ids if changed.get(split_chunk_id(cid)[0], -1) <= at.seq]
+
+    def local_vectors(self, view: LexicalIndex | None, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of `ids` whose paper `view` holds as the store does: what
+        a search scores BM25's candidates with when the store's dense search is late."""
+        fresh = self._fresh(view, ids)
+        return view.vectors(fresh) if fresh else {}  # type: ignore[union-attr]
+
     def read_records(self, view: LexicalIndex | None, ids: Sequence[str]) -> list[ChunkHit]:
         """The records of `ids` that exist, in the order asked: from `view`'s stored
         documents for the papers it holds as the store does (no change to them logged
@@ -439,10 +473,8 @@ class LexicalCache:
         store for the rest. A search then reads the store only for papers that changed
         since its view, so a busy store does not slow the read of the others."""
         local: dict[str, ChunkHit] = {}
-        since, changed = self._tracking
-        at = view.position if view is not None else None
-        if at is not None and since is not None and at.epoch == since.epoch and at.seq >= since.seq:
-            fresh = [cid for cid in ids if changed.get(split_chunk_id(cid)[0], -1) <= at.seq]
+        fresh = self._fresh(view, ids)
+        if fresh:
             local = {hit.id: hit for hit in view.records(fresh)}  # type: ignore[union-attr]
         rest = [cid for cid in ids if cid not in local]
         fetched = {hit.id: hit for hit in self.store.get(rest)} if rest else {}
@@ -576,11 +608,7 @@ class LexicalCache:
         t0 = time.perf_counter()
         if changes.paper_ids is None:
             writer.delete_all_documents()
-            rows = (
-                ChunkHit(cid, str(meta["paper_id"]), doc or "", math.nan, meta)
-                for cid, doc, meta in self.store.iter_chunks(include_documents=True)
-            )
-            n = self._add(writer, rows)
+            n = self._add(writer, self.store.iter_records(with_vectors=True))
             writer.commit()
             self.stats.full_builds += 1
             log.info("BM25 index built from %d chunks in %.2fs", n, time.perf_counter() - t0)
@@ -601,7 +629,7 @@ class LexicalCache:
 
     def _read(self, ids: list[str]) -> Iterable[ChunkHit]:
         for lo in range(0, len(ids), _PAGE):
-            yield from self.store.get(ids[lo : lo + _PAGE])
+            yield from self.store.get(ids[lo : lo + _PAGE], with_vectors=True)
 
     def _add(self, writer: Any, rows: Iterable[ChunkHit]) -> int:
         n = 0

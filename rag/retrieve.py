@@ -62,8 +62,9 @@ class Retrieval:
     vector: list[float] | None = None
     """The query's embedding, when dense retrieval made one: later steps reuse it."""
     partial: str | None = None
-    """Why the ranking is BM25's alone although hybrid was asked (the dense search
-    missed its deadline); None when every ranking asked for is in it."""
+    """Why the dense side covers BM25's candidates only although hybrid was asked
+    (the dense search missed its deadline; they are scored with the vectors the
+    BM25 index stores); None when every ranking asked for is in it."""
 
 
 @dataclass
@@ -142,8 +143,8 @@ class Retriever:
         dense_deadline_ms: float | None = None,
     ) -> Retrieval:
         """The papers for `query`. With `dense_deadline_ms` (hybrid mode), a dense
-        search that takes longer is left behind and the ranking is BM25's alone,
-        marked in `Retrieval.partial`."""
+        search that takes longer is left behind and BM25's candidates alone are
+        ranked (scored with the index's stored vectors), marked in `Retrieval.partial`."""
         t0 = time.perf_counter()
         index = self.lexical.get()
         q = Query(
@@ -208,23 +209,45 @@ class Retriever:
         q.timings["bm25"] = time.perf_counter() - t1
         if future is None:
             q.partial = (
-                f"BM25 alone: {self.LEFT_BEHIND} earlier dense searches are still "
-                "waiting on the vector store"
+                f"BM25's candidates only: {self.LEFT_BEHIND} earlier dense searches are "
+                "still waiting on the vector store"
             )
+            self._dense_from_index(q)
             return
         left = deadline_ms / 1000 - (time.perf_counter() - t0)
         try:
             nearest = future.result(timeout=max(0.0, left))
         except FutureTimeout:
-            q.partial = f"BM25 alone: the dense search took over {deadline_ms:g} ms"
+            q.partial = f"BM25's candidates only: the dense search took over {deadline_ms:g} ms"
             if not future.cancel():  # it has started: it finishes in the background
                 with self._dense_lock:
                     self._left_behind += 1
                 future.add_done_callback(self._caught_up)
+            self._dense_from_index(q)
             return
         finally:
             q.timings["dense"] = time.perf_counter() - t0
         q.dense = {cid: (score, vec) for cid, score, vec in nearest}
+
+    def _dense_from_index(self, q: Query) -> None:
+        """The dense ranking of BM25's candidates alone, scored with the vectors the
+        index stores (cosine to the query): the gate, the answerability step and the
+        fusion keep their dense evidence for the chunks BM25 found, while the chunks
+        only the vector store would have found are missing."""
+        assert q.vector is not None
+        t0 = time.perf_counter()
+        vectors = self.lexical.local_vectors(q.index, [h.id for h in q.lexical])
+        if vectors:
+            ids = list(vectors)
+            m = np.stack([vectors[c] for c in ids])
+            v = np.asarray(q.vector, dtype=np.float32)
+            norms = np.maximum(np.linalg.norm(m, axis=1) * (np.linalg.norm(v) or 1.0), 1e-12)
+            sims = (m @ v) / norms
+            q.dense = {
+                ids[i]: (float(sims[i]), vectors[ids[i]].tolist() if q.mmr else None)
+                for i in np.argsort(-sims, kind="stable")
+            }
+        q.timings["dense_local"] = time.perf_counter() - t0
 
     def _caught_up(self, _: Future[Any]) -> None:
         with self._dense_lock:
@@ -436,8 +459,8 @@ def search_papers(
 class PaperSearch:
     hits: list[PaperHit]
     partial: str | None = None
-    """Set when the ranking is BM25's alone because the dense search missed
-    `search_dense_timeout_ms` (see `Retrieval.partial`)."""
+    """Set when the ranking covers BM25's candidates alone because the dense search
+    missed `search_dense_timeout_ms` (see `Retrieval.partial`)."""
 
 
 def paper_search(

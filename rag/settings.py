@@ -144,11 +144,18 @@ class RetrievalSettings(_Group):
         None,
         gt=0,
         description="Paper search (`/v1/search`, `citeqa search`) in hybrid mode waits this "
-        "long for the vector store's dense search, then answers from BM25 alone, marked "
-        "`partial` (as Elasticsearch's `timed_out` and Vespa's degraded coverage do). Bounds "
-        "a search's latency while a `chroma run` server is busy writing, when its dense "
-        "search can wait behind the write for most of a second. None (default): wait. "
-        "Answers (`/v1/chat`) always wait: their relevance gate needs the dense evidence.",
+        "long for the vector store's dense search, then ranks BM25's candidates alone "
+        "(scored by the vectors the BM25 index stores), marked `partial` (as Elasticsearch's "
+        "`timed_out` and Vespa's degraded coverage do). Bounds a search's latency while a "
+        "`chroma run` server is busy writing, when its dense search can wait behind the "
+        "write for most of a second. None (default): wait.",
+    )
+    chat_dense_timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="The same deadline for answers (`/v1/chat`, the OpenAI-compatible "
+        "route, `citeqa ask`): past it, the gate and the answer use BM25's candidates with "
+        "their stored vectors, and the answer is marked degraded. None (default): wait.",
     )
     record_cache: int = Field(
         50_000,

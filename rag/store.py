@@ -124,8 +124,9 @@ class VectorStore(Protocol):
         """The `n` nearest chunk ids with cosine similarity (and vectors if asked)."""
         ...
 
-    def get(self, ids: Sequence[str]) -> list[ChunkHit]:
-        """Chunks by id (score nan), in the order asked; unknown ids left out."""
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ChunkHit]:
+        """Chunks by id (score nan; vectors when asked), in the order asked; unknown
+        ids left out."""
         ...
 
     def chunks_of(self, paper_ids: Iterable[str]) -> dict[str, list[StoredChunk]]:
@@ -136,6 +137,10 @@ class VectorStore(Protocol):
         self, *, include_documents: bool = False, heads_only: bool = False
     ) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
         """Every chunk (or every paper's chunk 0) as (id, document, metadata)."""
+        ...
+
+    def iter_records(self, *, with_vectors: bool = False) -> Iterator[ChunkHit]:
+        """Every chunk with its text and metadata (and vector when asked)."""
         ...
 
     def count(self) -> int:

@@ -460,7 +460,8 @@ def test_a_started_api_keeps_its_start_up_objects_out_of_collections(
         frozen = gc.get_freeze_count()
         assert frozen > 10_000
         settle_heap()  # once per process: a second app does not freeze the first's garbage
-        assert gc.get_freeze_count() == frozen
+        # (Frozen objects can still go: an earlier client's idle worker thread exits.)
+        assert gc.get_freeze_count() <= frozen
 
 
 def test_readyz_shows_the_warm_up_until_it_is_done(sample_settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
