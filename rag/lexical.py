@@ -31,11 +31,13 @@ clauses that add nothing to the score. A deleted document still counts in its
 segment's term statistics until the segment is merged (the writer waits for
 the merges each commit starts), so scores drift slightly between merges.
 
-Each document stores its chunk's record (text and metadata), so a query reads
-the records of the papers it shows from local disk, not from the store: only
-the dense search goes to the store, and a store busy with an ingest slows
-nothing else. A paper whose change the reader has seen in the log after the
-view's position is read from the store instead (`read_records`).
+Each document stores its chunk's record (text and metadata) and vector, so a
+query reads the records of the papers it shows from local disk, not from the
+store: only the dense search goes to the store, and a store busy with an ingest
+slows nothing else. When that search misses its deadline, BM25's candidates
+are scored with the stored vectors instead (`local_vectors`). A paper whose
+change the reader has seen in the log after the view's position is read from
+the store instead, and not scored locally (`read_records`).
 
 A small index catches up in the query that notices the new version, so a
 reader sees its own writes at once; a large one catches up in the background
