@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 import chromadb
 import httpx
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError
 
 from rag.settings import Settings
 from rag.store import Changes, LogPosition, StoreConfigError, StoredChunk, StoreUnavailable
@@ -183,16 +184,37 @@ class ChromaStore:
         )
 
     def iter_records(self, *, with_vectors: bool = False) -> Iterator[ChunkHit]:
-        """Every chunk as a record (text, metadata; its vector when asked), page by page."""
-        include = ["metadatas", "documents", *(["embeddings"] if with_vectors else [])]
+        """Every chunk as a record (text, metadata; its vector when asked and Chroma
+        can give it), page by page."""
         offset = 0
         while True:
-            res = self._page(None, include, offset)
+            res, got = self._records(
+                lambda include: self._collection.get(
+                    include=include,  # type: ignore[arg-type]
+                    limit=_PAGE,
+                    offset=offset,  # noqa: B023 (called at once)
+                ),
+                with_vectors,
+            )
             ids = res["ids"]
             if not ids:
                 return
-            yield from _hits(res, with_vectors)
+            yield from _hits(res, got)
             offset += len(ids)
+
+    @_guarded
+    def _records(self, read: Callable[[list[str]], Any], with_vectors: bool) -> tuple[Any, bool]:
+        """`read(include)` for records, with their vectors when asked. Vectors are for
+        a reader's local scoring, not the records' truth: when Chroma cannot give them
+        (an embedded store after a killed write has ids its vector segment lacks:
+        "Error finding id"), the records come without them."""
+        include = ["metadatas", "documents"]
+        if with_vectors:
+            try:
+                return read([*include, "embeddings"]), True
+            except ChromaError as exc:
+                log.warning("Chroma gave no vectors for these records (%s): read without", exc)
+        return read(include), False
 
     def paper_ids(self) -> set[str]:
         return {str(meta["paper_id"]) for _, _, meta in self.iter_chunks()}
@@ -263,9 +285,11 @@ class ChromaStore:
         unknown ids are left out."""
         if not ids:
             return []
-        include = ["metadatas", "documents", *(["embeddings"] if with_vectors else [])]
-        res = self._collection.get(ids=list(ids), include=include)  # type: ignore[arg-type]
-        found = {hit.id: hit for hit in _hits(res, with_vectors)}
+        res, got = self._records(
+            lambda include: self._collection.get(ids=list(ids), include=include),  # type: ignore[arg-type]
+            with_vectors,
+        )
+        found = {hit.id: hit for hit in _hits(res, got)}
         return [found[i] for i in ids if i in found]
 
     @_guarded

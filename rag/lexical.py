@@ -7,7 +7,7 @@ own disk (the API against a `chroma run` server included). Writers log the ids
 of the papers they change (rag/store.py, `log_changes`); a reader whose index
 is at log entry s asks for the papers changed after s, deletes their documents
 from its index (by the `paper_id` term), re-adds their current chunks read
-from the store, commits, and notes the entry it reached in `applied-v2.json`
+from the store, commits, and notes the entry it reached in `applied-v3.json`
 beside the index (written after the commit, atomically: tantivy has no commit
 payload to hold it). It reads the whole store only when there is no index yet,
 or the log no longer reaches back to its entry (trimmed, or another log), or a

@@ -424,3 +424,36 @@ def test_a_large_index_checks_the_store_beside_the_queries(
     reader.lexical.wait(30)
     found = reader.retrieve("marrowlight probing", k=2, mode="bm25").sources
     assert {s.paper_id for s in found} == {"2405.00071", "2405.00072"}
+
+
+def test_records_come_without_vectors_when_chroma_cannot_give_them(
+    tmp_path: Path, embeddings, monkeypatch
+) -> None:
+    """An embedded store after a killed write can hold ids its vector segment lacks
+    (Chroma: "Error finding id" when asked for embeddings). The index is still
+    built from the records; only the local scoring of a late dense search lacks them."""
+    from chromadb.errors import InternalError
+
+    settings = Settings(data_dir=tmp_path / "d")
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    collection_type = type(store._collection)
+    real_get = collection_type.get
+
+    def get(self, *args, include=None, **kwargs):  # type: ignore[no-untyped-def]
+        if include and "embeddings" in include:
+            raise InternalError("Error executing plan: Internal error: Error finding id")
+        return real_get(self, *args, include=include, **kwargs)
+
+    monkeypatch.setattr(collection_type, "get", get)
+    retriever = make_retriever(settings, store, embeddings)
+    found = retriever.retrieve("marrowlight sparse probing", k=2)
+    assert {s.paper_id for s in found.sources} == {"2405.00071", "2405.00072"}
+    ids = [p.chunk_id for s in found.sources for p in s.passages]
+    view = retriever.lexical.current
+    assert view is not None and ids and not view.vectors(ids)
+    assert [h.vector for h in store.get(ids, with_vectors=True)] == [None] * len(ids)
+    monkeypatch.setattr(collection_type, "get", real_get)
+    assert all(h.vector for h in store.get(ids, with_vectors=True))
