@@ -256,14 +256,23 @@ def _write_papers(path: Path, revs: dict[str, str]) -> None:
     )
 
 
+TWO_PAPERS = {"2405.00071": "one", "2405.00072": "one"}
+
+
+def _ingested(tmp_path: Path, embeddings, revs: dict[str, str], **retrieval):  # type: ignore[no-untyped-def]
+    """Settings, an embedded store holding the papers `revs` names, and their file."""
+    settings = Settings(data_dir=tmp_path / "d", retrieval=retrieval)
+    store = open_store(settings)
+    src = tmp_path / "p.jsonl"
+    _write_papers(src, revs)
+    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    return settings, store, src
+
+
 def test_a_store_change_costs_the_record_cache_the_changed_papers_only(
     tmp_path: Path, embeddings, monkeypatch
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "d")
-    store = open_store(settings)
-    src = tmp_path / "p.jsonl"
-    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
-    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    settings, store, src = _ingested(tmp_path, embeddings, TWO_PAPERS)
     retriever = make_retriever(settings, store, embeddings)
     reads, _ = _count_reads(monkeypatch, store)
     first = retriever.retrieve("marrowlight sparse probing", k=2)
@@ -294,11 +303,7 @@ def test_an_unreadable_change_log_drops_every_record(
 
     from rag.store import StoreUnavailable
 
-    settings = Settings(data_dir=tmp_path / "d")
-    store = open_store(settings)
-    src = tmp_path / "p.jsonl"
-    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
-    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    settings, store, src = _ingested(tmp_path, embeddings, TWO_PAPERS)
     retriever = make_retriever(settings, store, embeddings)
     retriever.retrieve("marrowlight sparse probing", k=2)
     assert len(retriever.lexical.records) > 0
@@ -325,15 +330,11 @@ def test_a_lagging_index_serves_the_unchanged_papers_and_the_store_the_changed_o
 
     from rag.lexical import LexicalCache
 
-    settings = Settings(
-        data_dir=tmp_path / "d",
-        retrieval={"lexical_sync_below": 1, "lexical_refresh_seconds": 0, "record_cache": 0},
-    )
-    store = open_store(settings)
-    src = tmp_path / "p.jsonl"
     papers = {"2405.00071": "one", "2405.00072": "one", "2405.00073": "one"}
-    _write_papers(src, papers)
-    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    settings, store, src = _ingested(
+        tmp_path, embeddings, papers,
+        lexical_sync_below=1, lexical_refresh_seconds=0, record_cache=0,
+    )  # fmt: skip
     reader = make_retriever(settings, store, embeddings)
     local, from_store = _count_reads(monkeypatch, store)
     first = reader.retrieve("marrowlight sparse probing", k=3)
@@ -387,14 +388,9 @@ def test_a_large_index_checks_the_store_beside_the_queries(
     beside the queries, which the current view answers meanwhile."""
     import threading
 
-    settings = Settings(
-        data_dir=tmp_path / "d",
-        retrieval={"lexical_sync_below": 1, "lexical_refresh_seconds": 0},
+    settings, store, src = _ingested(
+        tmp_path, embeddings, {"2405.00071": "one"}, lexical_sync_below=1, lexical_refresh_seconds=0
     )
-    store = open_store(settings)
-    src = tmp_path / "p.jsonl"
-    _write_papers(src, {"2405.00071": "one"})
-    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
     reader = make_retriever(settings, store, embeddings)
     assert reader.retrieve("marrowlight probing", k=2, mode="bm25").sources
     _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})  # another process
@@ -434,11 +430,7 @@ def test_records_come_without_vectors_when_chroma_cannot_give_them(
     built from the records; only the local scoring of a late dense search lacks them."""
     from chromadb.errors import InternalError
 
-    settings = Settings(data_dir=tmp_path / "d")
-    store = open_store(settings)
-    src = tmp_path / "p.jsonl"
-    _write_papers(src, {"2405.00071": "one", "2405.00072": "one"})
-    IngestJob(store, embeddings, settings, progress=False).run([str(src)])
+    settings, store, src = _ingested(tmp_path, embeddings, TWO_PAPERS)
     collection_type = type(store._collection)
     real_get = collection_type.get
 
