@@ -191,16 +191,19 @@ class LexicalIndex:
             hits.append(LexicalHit(doc["id"][0], doc["paper_id"][0], float(score)))
         return hits
 
+    def _docs(self, ids: Sequence[str]) -> Iterable[tantivy.Document]:
+        """The stored documents of the chunks of `ids` this view holds."""
+        if not ids or not self._n:
+            return
+        query = tantivy.Query.term_set_query(self._schema, "id", list(ids))
+        for _, address in self.searcher.search(query, len(ids), count=False).hits:
+            yield self.searcher.doc(address)
+
     def records(self, ids: Sequence[str]) -> list[ChunkHit]:
         """The records (text and metadata, score nan) of the chunks of `ids` that this
         view holds, as they were in the store when their paper was last applied."""
-        if not ids or not self._n:
-            return []
-        query = tantivy.Query.term_set_query(self._schema, "id", list(ids))
-        result = self.searcher.search(query, len(ids), count=False)
         hits = []
-        for _, address in result.hits:
-            doc = self.searcher.doc(address)
+        for doc in self._docs(ids):
             record = json.loads(doc.get_first("record"))
             hits.append(
                 ChunkHit(
@@ -211,13 +214,8 @@ class LexicalIndex:
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors (float32) of the chunks of `ids` this view holds."""
-        if not ids or not self._n:
-            return {}
-        query = tantivy.Query.term_set_query(self._schema, "id", list(ids))
-        result = self.searcher.search(query, len(ids), count=False)
         found = {}
-        for _, address in result.hits:
-            doc = self.searcher.doc(address)
+        for doc in self._docs(ids):
             raw = doc.get_first("vector")
             if raw:
                 found[doc["id"][0]] = np.frombuffer(raw, dtype="<f2").astype(np.float32)

@@ -60,6 +60,23 @@ def _count_reads(monkeypatch, store) -> tuple[list[str], list[str]]:  # type: ig
     return local, fetched
 
 
+def _hold_catch_ups(monkeypatch):  # type: ignore[no-untyped-def]
+    """Make BM25 catch-ups wait until the returned event is set."""
+    import threading
+
+    from rag.lexical import LexicalCache
+
+    release = threading.Event()
+    real = LexicalCache._apply
+
+    def slow_apply(self, writer, changes):  # type: ignore[no-untyped-def]
+        assert release.wait(30), "the test never released the catch-up"
+        return real(self, writer, changes)
+
+    monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
+    return release
+
+
 def _write(path: Path, rev: str) -> None:
     path.write_text(
         json.dumps(
@@ -110,10 +127,7 @@ def test_a_large_index_catches_up_in_the_background_while_the_old_one_answers(
     """Above `lexical_sync_below` chunks a changed collection never stalls a query:
     the old BM25 view answers (with records read afresh, so no old text is shown)
     until the changed papers are applied and the new view is swapped in."""
-    import threading
     import time
-
-    from rag.lexical import LexicalCache
 
     settings = Settings(
         data_dir=tmp_path / "d",
@@ -143,14 +157,7 @@ def test_a_large_index_catches_up_in_the_background_while_the_old_one_answers(
         )
     IngestJob(store, embeddings, settings, progress=False).run([str(src)])
 
-    release = threading.Event()
-    real = LexicalCache._apply
-
-    def slow_apply(self, writer, changes):  # type: ignore[no-untyped-def]
-        assert release.wait(30), "the test never released the catch-up"
-        return real(self, writer, changes)
-
-    monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
+    release = _hold_catch_ups(monkeypatch)
     # A large index checks the store beside the queries; this query checks it itself.
     reader.lexical.invalidate()
     t0 = time.perf_counter()
@@ -326,9 +333,6 @@ def test_a_lagging_index_serves_the_unchanged_papers_and_the_store_the_changed_o
     only the records of the papers the log names since the index's view: the others
     come from the index's stored documents, and no old text of a changed paper, nor
     a deleted paper, is shown."""
-    import threading
-
-    from rag.lexical import LexicalCache
 
     papers = {"2405.00071": "one", "2405.00072": "one", "2405.00073": "one"}
     settings, store, src = _ingested(
@@ -351,14 +355,7 @@ def test_a_lagging_index_serves_the_unchanged_papers_and_the_store_the_changed_o
     store.delete(gone)
     store.log_changes(["2405.00073"])
 
-    release = threading.Event()
-    real = LexicalCache._apply
-
-    def slow_apply(self, writer, changes):  # type: ignore[no-untyped-def]
-        assert release.wait(30), "the test never released the catch-up"
-        return real(self, writer, changes)
-
-    monkeypatch.setattr(LexicalCache, "_apply", slow_apply)
+    release = _hold_catch_ups(monkeypatch)
     reader.lexical.invalidate()  # this query checks the store itself
     local.clear()
     from_store.clear()
