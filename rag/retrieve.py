@@ -170,13 +170,13 @@ class Retriever:
     def candidates(self, q: Query) -> None:
         """Chunk ids from dense search and BM25, each ranked best first."""
         n = max(self.settings.candidates, q.k * 4)
+        if q.dense_deadline_ms is not None:
+            self._candidates_by_deadline(q, n, q.dense_deadline_ms)
+            return
         if q.mode in ("hybrid", "dense"):
             t0 = time.perf_counter()
             q.vector = self.embeddings.embed_query(q.text)
             q.timings["embed"] = time.perf_counter() - t0
-            if q.dense_deadline_ms is not None:
-                self._candidates_by_deadline(q, n, q.dense_deadline_ms)
-                return
             t0 = time.perf_counter()
             nearest = self.store.nearest(q.vector, n, q.filters, with_vectors=q.mmr)
             q.dense = {cid: (score, vec) for cid, score, vec in nearest}
@@ -190,44 +190,63 @@ class Retriever:
     DENSE_WORKERS = 32  # dense searches at once (API worker threads share the pool)
 
     def _candidates_by_deadline(self, q: Query, n: int, deadline_ms: float) -> None:
-        """Hybrid candidates with the dense search in a worker thread and BM25 in
-        this one meanwhile; the dense ranking is used if it comes within the deadline."""
-        assert q.vector is not None
+        """Hybrid candidates with the query's embedding and dense search in a worker
+        thread and BM25 in this one meanwhile (tantivy and the ONNX model both let go
+        of the GIL); the dense ranking is used if it comes within `deadline_ms` of
+        the stage's start, the embedding included."""
         t0 = time.perf_counter()
-        future: Future[Any] | None = None
+        embedded: Future[tuple[list[float], float]] = Future()
         with self._dense_lock:
-            if self._left_behind < self.LEFT_BEHIND:
-                if self._dense_pool is None:
-                    self._dense_pool = ThreadPoolExecutor(
-                        self.DENSE_WORKERS, thread_name_prefix="citeqa-dense"
-                    )
-                future = self._dense_pool.submit(
-                    self.store.nearest, q.vector, n, q.filters, with_vectors=q.mmr
+            send = self._left_behind < self.LEFT_BEHIND
+            if self._dense_pool is None:
+                self._dense_pool = ThreadPoolExecutor(
+                    self.DENSE_WORKERS, thread_name_prefix="citeqa-dense"
                 )
+            future = self._dense_pool.submit(self._embed_then_search, q, n, embedded, send)
         t1 = time.perf_counter()
         q.lexical = q.index.search(q.text, n, q.filters)
         q.timings["bm25"] = time.perf_counter() - t1
-        if future is None:
-            q.partial = (
-                f"BM25's candidates only: {self.LEFT_BEHIND} earlier dense searches are "
-                "still waiting on the vector store"
-            )
-            self._dense_from_index(q)
-            return
-        left = deadline_ms / 1000 - (time.perf_counter() - t0)
+        nearest = None
         try:
-            nearest = future.result(timeout=max(0.0, left))
+            nearest = future.result(
+                timeout=max(0.0, deadline_ms / 1000 - (time.perf_counter() - t0))
+            )
         except FutureTimeout:
+            if future.cancel():  # the pool was busy: nothing has run yet
+                self._embed_then_search(q, n, embedded, send=False)
+        # The embedding is this machine's own work: it is awaited past the deadline
+        # (a store that does not answer delays only the search sent to it).
+        q.vector, q.timings["embed"] = embedded.result()
+        if nearest is None and send:
             q.partial = f"BM25's candidates only: the dense search took over {deadline_ms:g} ms"
-            if not future.cancel():  # it has started: it finishes in the background
+            if not future.cancelled():  # it finishes in the background
                 with self._dense_lock:
                     self._left_behind += 1
                 future.add_done_callback(self._caught_up)
+        q.timings["dense"] = time.perf_counter() - t0 - q.timings["embed"]
+        if nearest is None:
+            if not send:
+                q.partial = (
+                    f"BM25's candidates only: {self.LEFT_BEHIND} earlier dense searches are "
+                    "still waiting on the vector store"
+                )
             self._dense_from_index(q)
             return
-        finally:
-            q.timings["dense"] = time.perf_counter() - t0
         q.dense = {cid: (score, vec) for cid, score, vec in nearest}
+
+    def _embed_then_search(
+        self, q: Query, n: int, embedded: Future[tuple[list[float], float]], send: bool
+    ) -> list[tuple[str, float, list[float] | None]] | None:
+        t0 = time.perf_counter()
+        try:
+            vector = self.embeddings.embed_query(q.text)
+        except BaseException as exc:
+            embedded.set_exception(exc)
+            raise
+        embedded.set_result((vector, time.perf_counter() - t0))
+        if not send:
+            return None
+        return self.store.nearest(vector, n, q.filters, with_vectors=q.mmr)
 
     def _dense_from_index(self, q: Query) -> None:
         """The dense ranking of BM25's candidates alone, scored with the vectors the

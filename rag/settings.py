@@ -144,7 +144,8 @@ class RetrievalSettings(_Group):
         None,
         gt=0,
         description="Paper search (`/v1/search`, `citeqa search`) in hybrid mode waits this "
-        "long for the vector store's dense search, then ranks BM25's candidates alone "
+        "long from its start (the query's embedding included; BM25 runs meanwhile) for the "
+        "vector store's dense search, then ranks BM25's candidates alone "
         "(scored by the vectors the BM25 index stores), marked `partial` (as Elasticsearch's "
         "`timed_out` and Vespa's degraded coverage do). Bounds a search's latency while a "
         "`chroma run` server is busy writing, when its dense search can wait behind the "

@@ -191,6 +191,72 @@ def test_a_dense_deadline_marks_nothing_partial_when_the_store_answers_in_time(
     assert all(f.partial is None and len(f.hits) == 3 for f in found)
 
 
+class _EmbeddingsWith:
+    """The real embeddings, with `before` called ahead of each query embedding."""
+
+    def __init__(self, embeddings, before) -> None:  # type: ignore[no-untyped-def]
+        self._embeddings = embeddings
+        self._before = before
+
+    def embed_query(self, text: str) -> list[float]:
+        self._before()
+        return self._embeddings.embed_query(text)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._embeddings, name)
+
+
+def test_with_a_dense_deadline_bm25_runs_while_the_query_is_embedded(
+    sample_settings, sample_store, embeddings, monkeypatch
+) -> None:
+    """The deadline's path overlaps the query's embedding with BM25: the embedding
+    here cannot finish until BM25 has started (a sequential path waits out 5 s)."""
+    import threading
+
+    from rag.lexical import LexicalIndex
+    from rag.retrieve import make_retriever
+
+    bm25_started = threading.Event()
+    seen: list[bool] = []
+    search = LexicalIndex.search
+
+    def searching(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        bm25_started.set()
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(LexicalIndex, "search", searching)
+    slow = _EmbeddingsWith(embeddings, lambda: seen.append(bm25_started.wait(5)))
+    retriever = make_retriever(_with_dense_deadline(sample_settings, 20_000.0), sample_store, slow)
+    found = retriever.retrieve("shortcut learning", k=3, dense_deadline_ms=20_000.0)
+    assert seen == [True]
+    assert found.partial is None and found.vector and len(found.sources) == 3
+
+
+def test_a_dense_deadline_counts_from_the_search_start_the_embedding_included(
+    sample_settings, sample_store, embeddings
+) -> None:
+    """A deadline bounds the search, not only the store's part: when the query's
+    embedding alone takes longer, BM25's candidates are ranked with the index's
+    vectors although the store would answer at once."""
+    import time
+
+    from rag.retrieve import make_retriever
+
+    slow = _EmbeddingsWith(embeddings, lambda: time.sleep(0.3))
+    retriever = make_retriever(_with_dense_deadline(sample_settings, 100.0), sample_store, slow)
+    late = retriever.retrieve(
+        "shortcut learning which features networks prefer", k=5, dense_deadline_ms=100.0
+    )
+    assert late.partial and "took over 100 ms" in late.partial
+    assert late.relevant and late.vector
+    assert all(s.passages[0].score == s.passages[0].score for s in late.sources)  # not nan
+    for _ in range(100):  # the dense search left behind finishes and frees its place
+        if retriever._left_behind == 0:
+            break
+        time.sleep(0.05)
+    assert retriever._left_behind == 0
+
+
 def test_a_late_dense_search_scores_bm25s_candidates_with_the_index_vectors(
     sample_settings, sample_store, sample_retriever, embeddings
 ) -> None:
