@@ -58,6 +58,15 @@ def test_compose_file_is_valid_and_wires_the_services() -> None:
     for name in ("chroma", "api", "llm"):
         assert services[name]["healthcheck"]["test"]
     assert services["llm"]["profiles"] == ["llm"]
+    # The API keeps its BM25 index on a volume (a restart opens it, no rebuild), at
+    # the data directory the image sets, and bounds a search's wait for Chroma.
+    assert "api-index" in cfg["volumes"]
+    assert "api-index:/var/lib/citeqa:rw" in services["api"]["volumes"]
+    assert "CITEQA_DATA_DIR=/var/lib/citeqa" in (ROOT / "Dockerfile").read_text()
+    from rag.settings import RetrievalSettings
+
+    deadline = services["api"]["environment"]["CITEQA_RETRIEVAL__SEARCH_DENSE_TIMEOUT_MS"]
+    assert RetrievalSettings(search_dense_timeout_ms=deadline).search_dense_timeout_ms == 50
     assert "build" in services["api"] and (ROOT / "Dockerfile").is_file()
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "download.pytorch.org/whl/cpu" in dockerfile and "torch==2.13.0" in dockerfile
