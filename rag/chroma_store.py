@@ -19,6 +19,13 @@ the next number. So entries are numbered without gaps, and a gap in what a reade
 gets back can only mean the log was trimmed (to the newest `log_keep` entries)
 past the reader's position. The log's epoch is the two collections' ids: a
 recreated collection starts a new log, and readers start over.
+
+Embedded Chroma keeps its vector index in the memory of each process that opened
+it, and does not see what another process writes afterwards (its records and
+metadata it does: they are read from SQLite). So each version stamp names the
+process that wrote it, and an embedded store that finds a stamp of another
+process (`citeqa ingest` beside a running `citeqa serve`) opens its collections
+afresh: dense search then finds the new papers, as BM25 does through the log.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -46,6 +54,14 @@ log = logging.getLogger(__name__)
 _PAGE = 1000
 VERSION_KEY = "citeqa_version"
 LOG_HEAD_KEY = "citeqa_log_head"
+WRITER_KEY = "citeqa_writer"
+"""Which process stamped the version (see the module's docstring)."""
+_PROCESS = uuid.uuid4().hex
+# Embedded Chroma shares one in-process System per path. Per path: how many times
+# this process has opened it afresh (the generation of the shared System) and the
+# version stamp that System has seen.
+_SHARED: dict[str, tuple[int, str | None]] = {}
+_SHARED_LOCK = threading.Lock()
 """A hint (never behind by more than concurrent writers) of the log's newest entry."""
 # Chroma's HNSW `sync_threshold` stays at its default (1,000 changes between writes of
 # the index files). Raised to 100,000, each upsert grew slower with the changes not yet
@@ -102,20 +118,37 @@ class ChromaStore:
     """A Chroma collection (embedded or a `chroma run` server) as a `VectorStore`."""
 
     def __init__(
-        self, client: Any, collection_name: str, *, location: str, log_keep: int = LOG_KEEP
+        self,
+        client: Any,
+        collection_name: str,
+        *,
+        location: str,
+        log_keep: int = LOG_KEEP,
+        embedded: bool = False,
     ) -> None:
-        self._client = client
+        """`embedded`: Chroma on disk at `location`, which other processes may write."""
         self.name = collection_name
         self.location = location
         self.log_keep = max(1, log_keep)
+        self._embedded = embedded
+        self.reopened = 0
+        """Times this store opened its collections afresh (another process wrote)."""
+        self._open(client)
+        value, writer = self._stamp()
+        self._gen, self._seen = 0, value
+        if embedded:
+            with _SHARED_LOCK:  # the stamp the System this client shares has seen
+                self._gen, self._seen = _SHARED.setdefault(location, (0, value))
+            self._follow(value, writer)
+
+    def _open(self, client: Any) -> None:
+        self._client = client
         self._collection = client.get_or_create_collection(
-            collection_name,
+            self.name,
             embedding_function=None,
             configuration={"hnsw": {"space": "cosine"}},
         )
-        self._log = client.get_or_create_collection(
-            collection_name + LOG_SUFFIX, embedding_function=None
-        )
+        self._log = client.get_or_create_collection(self.name + LOG_SUFFIX, embedding_function=None)
         self.max_batch_size = int(client.get_max_batch_size())
 
     # -- writes -----------------------------------------------------------------
@@ -295,9 +328,41 @@ class ChromaStore:
     @_guarded
     def version(self) -> str | None:
         """The collection's change marker: differs after every ingest that wrote."""
+        value, writer = self._stamp()
+        self._follow(value, writer)
+        return value
+
+    def _stamp(self) -> tuple[str | None, str | None]:
+        """The version stamp and the process that wrote it."""
         meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
-        value = meta.get(VERSION_KEY)
-        return str(value) if value is not None else None
+        value, writer = meta.get(VERSION_KEY), meta.get(WRITER_KEY)
+        return (
+            str(value) if value is not None else None,
+            str(writer) if writer is not None else None,
+        )
+
+    def _follow(self, value: str | None, writer: str | None) -> None:
+        """Open the collections afresh when another process stamped a version the
+        shared System has not seen, and move to the System another store of this
+        process opened afresh (embedded Chroma only: a server is one process)."""
+        if not self._embedded:
+            return
+        if value == self._seen and _SHARED.get(self.location, (self._gen,))[0] == self._gen:
+            return
+        with _SHARED_LOCK:
+            gen, seen = _SHARED.get(self.location, (self._gen, self._seen))
+            client = None
+            if value != seen and writer != _PROCESS:
+                log.info("%s: another process wrote to the store; reopening it", self.location)
+                gen += 1
+                client = _embedded_client(self.location, fresh=True)
+                self.reopened += 1
+            elif gen != self._gen:
+                client = _embedded_client(self.location)
+            if client is not None:
+                self._open(client)
+            _SHARED[self.location] = (gen, value)
+            self._gen, self._seen = gen, value
 
     def bump_version(self) -> str:
         """Mark the collection changed without naming papers: readers start over."""
@@ -350,6 +415,7 @@ class ChromaStore:
     @_guarded
     def _append(self, parts: list[list[str] | None]) -> str:
         """One log entry per part (None: "anything"), then a new version stamp."""
+        self._follow(*self._stamp())  # write to the files as they are
         seq = self._log_head()
         for part in parts:
             doc = json.dumps(part)
@@ -370,7 +436,14 @@ class ChromaStore:
             if seq % min(_TRIM_EVERY, self.log_keep) == 0 and seq > self.log_keep:
                 self._log.delete(where={"seq": {"$lte": seq - self.log_keep}})
         value = uuid.uuid4().hex
-        self._collection.modify(metadata={VERSION_KEY: value, LOG_HEAD_KEY: seq})
+        self._collection.modify(
+            metadata={VERSION_KEY: value, LOG_HEAD_KEY: seq, WRITER_KEY: _PROCESS}
+        )
+        if self._embedded:
+            with _SHARED_LOCK:
+                if _SHARED.get(self.location, (self._gen,))[0] == self._gen:
+                    _SHARED[self.location] = (self._gen, value)
+        self._seen = value
         return value
 
     def heartbeat(self) -> None:
@@ -405,6 +478,19 @@ def _http_client(url: str, timeout: float) -> Any:
     return client
 
 
+def _embedded_client(path: str, *, fresh: bool = False) -> Any:
+    """Chroma on disk at `path`. Chroma shares one in-process System per path;
+    `fresh` forgets it first, so the new client loads the files as they are now
+    (other stores of this process on the path keep the System they have)."""
+    if fresh:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        with SharedSystemClient._refcount_lock:
+            SharedSystemClient._identifier_to_system.pop(path, None)
+            SharedSystemClient._identifier_to_refcount.pop(path, None)
+    return chromadb.PersistentClient(path=path, settings=ChromaSettings(anonymized_telemetry=False))
+
+
 def open_chroma(settings: Settings) -> ChromaStore:
     """A `chroma run` server when `chroma_url` is set, else Chroma embedded on disk."""
     try:
@@ -414,10 +500,13 @@ def open_chroma(settings: Settings) -> ChromaStore:
         else:
             path = settings.data_dir / "chroma"
             path.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(
-                path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-            )
             location = str(path)
+            return ChromaStore(
+                _embedded_client(location),
+                settings.collection_name,
+                location=location,
+                embedded=True,
+            )
         return ChromaStore(client, settings.collection_name, location=location)
     except StoreConfigError:
         raise
