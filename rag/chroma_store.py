@@ -54,15 +54,16 @@ log = logging.getLogger(__name__)
 _PAGE = 1000
 VERSION_KEY = "citeqa_version"
 LOG_HEAD_KEY = "citeqa_log_head"
+"""A hint (never behind by more than concurrent writers) of the log's newest entry."""
 WRITER_KEY = "citeqa_writer"
 """Which process stamped the version (see the module's docstring)."""
 _PROCESS = uuid.uuid4().hex
 # Embedded Chroma shares one in-process System per path. Per path: how many times
 # this process has opened it afresh (the generation of the shared System) and the
-# version stamp that System has seen.
+# version stamp that System has seen (of the collection last checked: stores of
+# several collections on one path may open it afresh more often than needed).
 _SHARED: dict[str, tuple[int, str | None]] = {}
 _SHARED_LOCK = threading.Lock()
-"""A hint (never behind by more than concurrent writers) of the log's newest entry."""
 # Chroma's HNSW `sync_threshold` stays at its default (1,000 changes between writes of
 # the index files). Raised to 100,000, each upsert grew slower with the changes not yet
 # written (at 1M chunks, 3,000 chunks in 19 s with 3k pending, 43 s with 9k, 56 s with
