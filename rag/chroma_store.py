@@ -135,9 +135,9 @@ class ChromaStore:
         self.reopened = 0
         """Times this store opened its collections afresh (another process wrote)."""
         self._open(client)
-        value, writer = self._stamp()
-        self._gen, self._seen = 0, value
+        self._gen, self._seen = 0, None
         if embedded:
+            value, writer = self._stamp()
             with _SHARED_LOCK:  # the stamp the System this client shares has seen
                 self._gen, self._seen = _SHARED.setdefault(location, (0, value))
             self._follow(value, writer)
