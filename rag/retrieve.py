@@ -191,8 +191,8 @@ class Retriever:
 
     def _candidates_by_deadline(self, q: Query, n: int, deadline_ms: float) -> None:
         """Hybrid candidates with the query's embedding and dense search in a worker
-        thread and BM25 in this one meanwhile (tantivy and the ONNX model both let go
-        of the GIL); the dense ranking is used if it comes within `deadline_ms` of
+        thread and BM25 in this one meanwhile (tantivy's search lets go of the GIL);
+        the dense ranking is used if it comes within `deadline_ms` of
         the stage's start, the embedding included."""
         t0 = time.perf_counter()
         embedded: Future[tuple[list[float], float]] = Future()
