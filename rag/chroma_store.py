@@ -223,11 +223,7 @@ class ChromaStore:
         offset = 0
         while True:
             res, got = self._records(
-                lambda include: self._collection.get(
-                    include=include,  # type: ignore[arg-type]
-                    limit=_PAGE,
-                    offset=offset,  # noqa: B023 (called at once)
-                ),
+                lambda include: self._page(None, include, offset),  # noqa: B023 (called at once)
                 with_vectors,
             )
             ids = res["ids"]
@@ -238,16 +234,22 @@ class ChromaStore:
 
     @_guarded
     def _records(self, read: Callable[[list[str]], Any], with_vectors: bool) -> tuple[Any, bool]:
-        """`read(include)` for records, with their vectors when asked. Vectors are for
-        a reader's local scoring, not the records' truth: when Chroma cannot give them
-        (an embedded store after a killed write has ids its vector segment lacks:
-        "Error finding id"), the records come without them."""
+        """`read(include)` for records, with their vectors when asked. An embedded
+        store whose vector index has not seen another process's writes fails to give
+        their vectors ("Error finding id"): it follows the version stamp (opening the
+        store afresh) and reads again. Vectors are for a reader's local scoring, not
+        the records' truth, so if Chroma still cannot give them the records come
+        without them."""
         include = ["metadatas", "documents"]
         if with_vectors:
-            try:
-                return read([*include, "embeddings"]), True
-            except ChromaError as exc:
-                log.warning("Chroma gave no vectors for these records (%s): read without", exc)
+            for attempt in range(2):
+                try:
+                    return read([*include, "embeddings"]), True
+                except ChromaError as exc:
+                    if attempt == 0 and self._embedded:
+                        self._follow(*self._stamp())
+                        continue
+                    log.warning("Chroma gave no vectors for these records (%s): read without", exc)
         return read(include), False
 
     def paper_ids(self) -> set[str]:
@@ -483,7 +485,7 @@ def _embedded_client(path: str, *, fresh: bool = False) -> Any:
     """Chroma on disk at `path`. Chroma shares one in-process System per path;
     `fresh` forgets it first, so the new client loads the files as they are now
     (other stores of this process on the path keep the System they have)."""
-    if fresh:
+    if fresh:  # chromadb has no public call for one path (1.5.9; tests/test_embedded_processes)
         from chromadb.api.shared_system_client import SharedSystemClient
 
         with SharedSystemClient._refcount_lock:
@@ -527,5 +529,5 @@ def _hits(res: Any, with_vectors: bool) -> Iterator[ChunkHit]:
     ):
         if not meta:
             continue
-        vec = [float(x) for x in vectors[i]] if vectors is not None else None
+        vec = vectors[i] if vectors is not None else None  # a numpy row: no float objects
         yield ChunkHit(cid, str(meta["paper_id"]), doc or "", float("nan"), dict(meta), vec)

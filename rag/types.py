@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,7 +93,8 @@ class ChunkHit:
     text: str
     score: float
     metadata: dict[str, Any]
-    vector: list[float] | None = None
+    vector: Sequence[float] | None = None
+    """Its embedding when asked for (a numpy row when read in bulk)."""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,18 @@ def _jsonl(path: Path, papers: list[tuple[str, str, str]]) -> str:
     return str(path)
 
 
+def _ingest_in_another_process(tmp_path: Path, data: Path) -> None:
+    done = subprocess.run(
+        [str(VENV_BIN / "citeqa"), "ingest", _jsonl(tmp_path / "b.jsonl", [NEW]), "--json"],
+        env=base_env(CITEQA_DATA_DIR=str(data)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["added"] == 1
+
+
 def test_a_serving_process_sees_papers_another_process_ingested(tmp_path: Path, embeddings) -> None:
     data = tmp_path / "data"
     settings = Settings(data_dir=data)
@@ -64,15 +76,7 @@ def test_a_serving_process_sees_papers_another_process_ingested(tmp_path: Path, 
     query = "how is the ice lost by calving glaciers estimated from underwater sound?"
     assert NEW[0] not in [s.paper_id for s in retriever.retrieve(query, k=3, mode="dense").sources]
 
-    done = subprocess.run(
-        [str(VENV_BIN / "citeqa"), "ingest", _jsonl(tmp_path / "b.jsonl", [NEW]), "--json"],
-        env=base_env(CITEQA_DATA_DIR=str(data)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["added"] == 1
+    _ingest_in_another_process(tmp_path, data)
 
     # A store opened now in this process (which Chroma would hand the System it
     # already has for the path) sees the new paper; so does the serving one, which
@@ -94,3 +98,22 @@ def test_a_serving_process_sees_papers_another_process_ingested(tmp_path: Path, 
     store.version()
     later.version()
     assert store.reopened == 0 and later.reopened == 1
+
+
+def test_vectors_read_after_another_process_wrote_come_from_the_store_opened_afresh(
+    tmp_path: Path, embeddings
+) -> None:
+    """Reading vectors (a BM25 catch-up does) before any version check: Chroma's
+    stale in-process index fails with "Error finding id"; the store follows the
+    stamp, opens afresh and reads again, instead of giving records without vectors."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data)
+    store = open_store(settings)
+    IngestJob(store, embeddings, settings, progress=False).run(
+        [_jsonl(tmp_path / "a.jsonl", PAPERS)]
+    )
+    store.get([f"{PAPERS[0][0]}#0"], with_vectors=True)  # its vector index is loaded
+    _ingest_in_another_process(tmp_path, data)
+    (hit,) = store.get([f"{NEW[0]}#0"], with_vectors=True)
+    assert hit.vector is not None and len(hit.vector) == 384
+    assert store.reopened == 1
