@@ -67,7 +67,7 @@ def collect(name: str, out: Path) -> list[dict[str, Any]]:
             for rank, e in enumerate(evidence):
                 found.append(
                     {
-                        "corpus": name,
+                        "corpus": d.field,
                         "qid": r["id"],
                         "kind": r["kind"],
                         "intent": intent(r["question"]),

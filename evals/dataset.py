@@ -7,7 +7,12 @@ Two are known by name:
   unanswerable; d089-d160 were written from the 61 abstracts, multi rows
   listing every paper whose abstract answers);
 * `pubmedqa`: `../shared/corpus/pubmedqa/` beside the repository (1,000 PubMed
-  abstracts, 500 questions each answerable from exactly one paper).
+  abstracts, 500 questions each answerable from exactly one paper);
+* `pubmedqa-extra`: the same corpus with `evals/data/pubmedqa-extra.jsonl`, the
+  kinds PubMedQA's questions lack: 41 set questions (2-6 gold papers each) and
+  30 near-field questions it does not answer, written from the abstracts by
+  keyword scans and reading (`pubmedqa-extra.md` has each gold paper's quote and
+  the near misses left out).
 
 Question files come in two shapes, one object a line, and may be mixed:
 
@@ -45,6 +50,13 @@ class Dataset:
     name: str
     corpus: Path
     questions: Path
+    corpus_name: str = ""
+    """The corpus's name where several datasets share one (fits weigh each corpus the
+    same); the dataset's own name by default."""
+
+    @property
+    def field(self) -> str:
+        return self.corpus_name or self.name
 
 
 DATASETS = {
@@ -54,14 +66,20 @@ DATASETS = {
         SHARED_CORPORA / "pubmedqa" / "corpus.jsonl",
         SHARED_CORPORA / "pubmedqa" / "dev.jsonl",
     ),
+    "pubmedqa-extra": Dataset(
+        "pubmedqa-extra",
+        SHARED_CORPORA / "pubmedqa" / "corpus.jsonl",
+        DEV_SET.with_name("pubmedqa-extra.jsonl"),
+        corpus_name="pubmedqa",
+    ),
 }
 # The questions a corpus must refuse: the other field's dev set.
 FOREIGN = {"sample": "pubmedqa", "pubmedqa": "sample"}
 
 
 def available(name: str) -> bool:
-    d = DATASETS[name]
-    return d.corpus.is_file() and d.questions.is_file()
+    d = DATASETS.get(name)
+    return d is not None and d.corpus.is_file() and d.questions.is_file()
 
 
 def named(name: str) -> Dataset:
@@ -131,7 +149,7 @@ def resolve(
     )
     if no_foreign:
         foreign = None
-    elif foreign is None and known is not None and available(FOREIGN[known.name]):
+    elif foreign is None and known is not None and available(FOREIGN.get(known.name, "")):
         foreign = DATASETS[FOREIGN[known.name]].questions
     if name is None:
         name = known.name if known is not None else questions.stem
@@ -205,7 +223,7 @@ def subset(rows: list[dict[str, Any]], limit: int | None, seed: int = 0) -> list
 def cached_rows(
     path: Path, refresh: bool, collect: Callable[[str], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Feature rows of both named dev sets (`collect(name)` for each), kept as JSON
+    """Feature rows of the named dev sets (`collect(name)` for each), kept as JSON
     Lines at `path` so refitting a model costs seconds; `refresh` collects again."""
     if path.is_file() and not refresh:
         return [json.loads(line) for line in path.read_text().splitlines()]

@@ -303,6 +303,7 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
     answered = not o.refused
     answerable = row["kind"] != "unanswerable"
     single = answered and row["kind"] == "single"
+    multi = answered and row["kind"] == "multi"
     sentences = answer_sentences(o.text) if answered else []
     return {
         "id": row["id"],
@@ -314,9 +315,9 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
         "precision": M.citation_precision(cited_papers, gold) if answerable and answered else None,
         "single_precision": M.citation_precision(cited_papers, gold) if single else None,
         "gold_cited": M.gold_cited(cited_papers, gold) if single else None,
-        "recall": M.citation_recall(cited_papers, gold)
-        if row["kind"] == "multi" and answered
-        else None,
+        # A set question's answer: a paper cited that does not answer is as bad as one missed.
+        "multi_precision": M.citation_precision(cited_papers, gold) if multi else None,
+        "recall": M.citation_recall(cited_papers, gold) if multi else None,
         "conclusion": M.conclusion_in_answer(sentences, row.get("conclusion"))
         if answered
         else None,
@@ -345,6 +346,7 @@ def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[s
         "citation_precision": M.mean(q["precision"] for q in per_q),
         "single_cite_precision": M.mean(q["single_precision"] for q in per_q),
         "gold_cited_rate": M.mean(q["gold_cited"] for q in per_q),
+        "multi_cite_precision": M.mean(q.get("multi_precision") for q in per_q),
         "citation_recall_multi": M.mean(q["recall"] for q in per_q),
         "support_rate": M.mean(q.get("support") for q in per_q),
         "conclusion_in_answer": M.mean(q["conclusion"] for q in per_q),
@@ -598,6 +600,7 @@ ANSWER_ROWS = [
     ("citation_precision", "citation precision"),
     ("single_cite_precision", "cite precision (single-paper)"),
     ("gold_cited_rate", "gold paper cited (answered single-paper)"),
+    ("multi_cite_precision", "cite precision (multi-paper)"),
     ("citation_recall_multi", "citation recall (multi-paper)"),
     ("support_rate", "support rate"),
     ("conclusion_in_answer", "conclusion in answer (answered, with conclusion)"),

@@ -51,7 +51,8 @@ def collect(name: str, out: Path) -> list[dict[str, Any]]:
 
     d = named(name)
     own = load_dataset(d.questions)
-    foreign = load_dataset(named(FOREIGN[name]).questions)
+    # The other field's questions, once per corpus (not again for its extra questions).
+    foreign = load_dataset(named(FOREIGN[name]).questions) if name in FOREIGN else []
     rows = []
     with _store_dir(out, file_hash(d.corpus), True) as store_dir:
         settings = Settings(data_dir=Path(store_dir), llm="extractive")
@@ -61,7 +62,7 @@ def collect(name: str, out: Path) -> list[dict[str, Any]]:
                 gate = config.chain.retriever.retrieve(r["question"]).gate
                 rows.append(
                     {
-                        "corpus": name,
+                        "corpus": d.field,
                         "qid": r["id"],
                         "origin": origin,
                         "kind": r["kind"] if origin == "own" else "foreign",

@@ -40,12 +40,25 @@ from rag.types import Source
 
 WEIGHTS = Path(__file__).with_name("answerable.json")
 
+# What a field calls its papers: "papers" in one, "studies" or "trials" in another.
+_PAPERS = r"(papers|works?|studies|articles|publications|trials|reports|reviews|analyses)"
+_MEANS = r"(approaches|methods|techniques)"
 # "Which papers ...", "what works/methods/approaches ...", "what do the papers say ...":
 # the answer is every paper that answers, not the one that answers best.
 _SET = re.compile(
-    r"^\W*(which|what)\s+(other\s+)?(papers|works?|studies|articles|approaches|methods|"
-    r"techniques)\b|\b(the|these|several|other|which|any) (papers|works|studies|articles)\b|"
-    r"^\W*(which|what) (\w+ ){0,3}(methods|approaches|techniques|papers|works|studies)\b",
+    rf"^\W*(which|what)\s+(other\s+)?({_PAPERS}|{_MEANS})\b"
+    rf"|\b(the|these|several|other|which|any) {_PAPERS}\b"
+    rf"|^\W*(which|what) (\w+ ){{0,3}}({_MEANS}|{_PAPERS})\b",
+    re.I,
+)
+# The words of a set question that frame it ("Which papers study", "What do the
+# papers here say about"): about papers, not about the topic. "Which Bayesian
+# optimization methods" keeps its words: they are the topic.
+_FRAME = re.compile(
+    rf"^\W*(what (do|did|have) (the|these) {_PAPERS}( here)? (say|find|found|report|reported|"
+    rf"show|shown)( about)?"
+    rf"|(which|what)\s+((other|proposed|new|recent|existing)\s+)?({_PAPERS}|{_MEANS})\s+(here\s+)?"
+    rf"((do|does|did|have)\s+)?)\s*",
     re.I,
 )
 
@@ -53,6 +66,13 @@ _SET = re.compile(
 def intent(question: str) -> str:
     """'set' for a question about a set of papers, else 'single' (one paper or a fact)."""
     return "set" if _SET.search(question) else "single"
+
+
+def topic(question: str) -> str:
+    """A set question without its frame: "Which papers study learning with noisy
+    labels?" -> "learning with noisy labels?". Each paper's sentences are compared
+    with this, so that "papers" and "study" in the question pull no sentence up."""
+    return _FRAME.sub("", question, count=1).strip() or question
 
 
 @dataclass(frozen=True)
@@ -135,7 +155,11 @@ def read_sentences(
         cands.extend(sorted(own, key=cheap, reverse=True)[:SHORTLIST_PER_PAPER])
     if not cands:
         return Reading([], [], np.zeros((0, 0), dtype=np.float32), [])
-    q_vec = encoder.encode_query(question, query_vector)
+    if intent(question) == "set":
+        # Compared with the topic alone; the question's own vector (retrieval's) has the frame.
+        q_vec = encoder.encode_query(topic(question))
+    else:
+        q_vec = encoder.encode_query(question, query_vector)
     vecs = encoder.encode([c.text for c in cands])
     topical = [
         0.7 * float(vecs[i] @ q_vec) + 0.3 * overlap(q_terms, term_set(c.text))

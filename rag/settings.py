@@ -93,7 +93,7 @@ class EmbeddingSettings(_Group):
 class RetrievalSettings(_Group):
     k: int = Field(5, ge=1, le=50, description="Papers retrieved for a question.")
     set_k: int = Field(
-        8,
+        10,
         ge=1,
         le=50,
         description="Papers retrieved for a question about a set of papers ('which papers "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingest.job import IngestJob
-from rag.answerable import intent
+from rag.answerable import intent, topic
 from rag.chain import REFUSAL, Question, build_chain, heuristic_rewrite
 from rag.generate.extractive import rhetoric
 from rag.generate.prompt import format_sources, messages
@@ -306,6 +306,25 @@ def test_warm_up_embeds_abstract_sentences_ahead_of_questions(
 )
 def test_answer_intent_tells_a_set_question_from_a_single_one(question, kind) -> None:
     assert intent(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("question", "kind", "subject"),
+    [
+        ("Which papers study learning with noisy labels?", "set", "study learning with noisy"),
+        ("What do the papers here say about sharpness?", "set", "sharpness?"),
+        ("Which proposed methods rely on contrastive learning?", "set", "rely on contrastive"),
+        ("What approaches align language models?", "set", "align language models?"),
+        ("Which Bayesian optimization methods tune networks?", "set", "Which Bayesian"),
+        # Other fields call their papers otherwise.
+        ("Which trials evaluate statins in heart failure?", "set", "evaluate statins in"),
+        ("What have the studies here found about obesity?", "set", "obesity?"),
+        ("How well do plain MLPs do, according to these papers?", "set", "How well do plain"),
+    ],
+)
+def test_a_set_questions_topic_drops_the_words_about_papers(question, kind, subject) -> None:
+    assert intent(question) == kind
+    assert topic(question).startswith(subject)
 
 
 def _sentence(abstract: str, text: str) -> SourceSentence:

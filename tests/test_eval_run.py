@@ -203,10 +203,12 @@ def test_gold_cited_and_single_paper_cite_precision() -> None:
     per_q = [question_scores(r, o) for r, o in zip(rows, outcomes, strict=True)]
     assert [q["single_precision"] for q in per_q] == [0.5, 0.0, None, None, None, None]
     assert [q["gold_cited"] for q in per_q] == [1.0, 0.0, None, 0.0, None, None]
+    assert [q["multi_precision"] for q in per_q] == [None, None, None, None, 0.0, None]
     assert per_q[0]["cited_papers"] == ["A", "B"]
     s = summarise(rows, per_q)
     assert s["single_cite_precision"] == pytest.approx(0.25)
     assert s["gold_cited_rate"] == pytest.approx(1 / 3)
+    assert s["multi_cite_precision"] == 0.0 and s["citation_recall_multi"] == 0.0
     assert s["citation_precision"] == pytest.approx(0.5 / 3)  # answerable, answered, citing
     assert s["answered"] == 5 and s["answered_uncovered"] == 1
     assert s["false_refusals"] == 1 and s["false_refusal_rate"] == pytest.approx(1 / 5)
