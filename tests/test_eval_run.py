@@ -24,6 +24,7 @@ from evals.run import (
     report_stem,
     summarise,
 )
+from rag.answerable import intent
 from tests.helpers import SAMPLE
 
 
@@ -107,6 +108,23 @@ def test_the_pubmedqa_dev_set_loads_as_single_questions_with_conclusions() -> No
     assert all(r["kind"] == "single" and len(r["gold_paper_ids"]) == 1 for r in rows)
     assert all(r["gold_paper_ids"][0] == "pmid" + r["id"] for r in rows)
     assert all(r["conclusion"].strip() for r in rows)
+
+
+def test_the_pubmedqa_extra_questions_are_sets_and_uncovered_questions_over_its_corpus() -> None:
+    extra = D.DATASETS["pubmedqa-extra"]
+    rows = load_dataset(extra.questions)  # ours: in the repository, whatever is beside it
+    assert Counter(r["kind"] for r in rows) == {"multi": 41, "unanswerable": 30}
+    assert all(len(r["gold_paper_ids"]) >= 2 for r in rows if r["kind"] == "multi")
+    # Every set question reads as one: the chain looks at more papers and cites every one.
+    assert all(intent(r["question"]) == "set" for r in rows if r["kind"] == "multi")
+    evidence = extra.questions.with_suffix(".md").read_text()
+    assert all(f"### {r['id']}:" in evidence for r in rows)  # each question's searches, quotes
+    assert extra.field == "pubmedqa"
+    if not extra.corpus.is_file():
+        pytest.skip(f"no PubMedQA corpus at {extra.corpus}")
+    assert resolve("pubmedqa-extra").foreign is None  # PubMedQA's own run asks those
+    ids = {json.loads(line)["id"] for line in extra.corpus.read_text().splitlines()}
+    assert {g for r in rows for g in r["gold_paper_ids"]} <= ids
 
 
 def test_subset_is_a_seeded_sample_in_file_order() -> None:
