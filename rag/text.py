@@ -45,6 +45,10 @@ _FINAL = re.compile(r"[.!?][\"')\]”’]*$")
 # An enumeration's marker: "(a) ", "(iv) ", "2) ", "(3) ".
 _MARKER = re.compile(r"^(\((?:[a-z]|[ivx]{1,4}|\d{1,2})\)|(?:[a-z]|[ivx]{1,4}|\d{1,2})\))\s+")
 LONGEST = 900  # characters: pieces are not merged past this
+# A structured abstract's section label glued to the sentence before it, as some
+# sources print them ("... transplant candidates.AIM: To identify ..."): the sentence
+# ends at the period, and the label belongs to neither sentence.
+_GLUED_LABEL = re.compile(r"(?<=[a-z0-9)\]%]\.)[A-Z]{3,}(?: [A-Z]{2,})*:\s+(?=\S)")
 
 
 def segment(text: str) -> tuple[tuple[int, int], ...]:
@@ -55,6 +59,8 @@ def segment(text: str) -> tuple[tuple[int, int], ...]:
     sentences. A piece whose predecessor has no final punctuation is joined to
     it, so the list stays whole; an item that is a sentence of its own loses its
     marker ("(ii) The extreme aspect ..." is quoted as "The extreme aspect ...").
+    A section label glued to the sentence before ("candidates.AIM: To identify
+    ...") starts a new sentence, without the label.
     """
     spans: list[tuple[int, int]] = []
     for span in _segmenter().segment(text):
@@ -73,7 +79,12 @@ def segment(text: str) -> tuple[tuple[int, int], ...]:
         marker = _MARKER.match(text[start:end])
         if marker and end - start - marker.end() >= 3:
             start += marker.end()
-        spans.append((start, end))
+        for label in _GLUED_LABEL.finditer(text, start, end):
+            if label.start() > start:
+                spans.append((start, label.start()))
+            start = label.end()
+        if end > start:
+            spans.append((start, end))
     return tuple(spans)
 
 

@@ -45,6 +45,21 @@ def test_lists_inside_abstracts_stay_whole_and_read_as_sentences() -> None:
     assert any(p.startswith("Our results suggest that (1)") and "(2) input" in p for p in pieces)
 
 
+def test_a_section_label_glued_to_the_sentence_before_starts_a_sentence_without_it() -> None:
+    text = (
+        "Patients with HRS were not transplant candidates.AIM: To identify variables "
+        "associated with survival. Rates were 5%.METHODS AND RESULTS: We enrolled 20 (n=3). "
+        "RAFT: Reward rAnked FineTuning aligns models."
+    )
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "Patients with HRS were not transplant candidates.",
+        "To identify variables associated with survival.",
+        "Rates were 5%.",
+        "We enrolled 20 (n=3).",
+        "RAFT: Reward rAnked FineTuning aligns models.",  # a name, not a glued label
+    ]
+
+
 def test_spans_are_trimmed_ordered_and_disjoint() -> None:
     src = Source(1, "p", "t", LISTY, None, 1.0, 1.0)
     spans = source_sentences(src)
