@@ -1,6 +1,6 @@
 """Dev sets: a corpus and questions over it with their gold papers.
 
-Two are known by name:
+Three are known by name:
 
 * `sample`: the sample corpus (`data/hf-papers-page.txt`) with
   `evals/data/dev.jsonl` (160 questions: 58 single, 35 multi, 35 fact, 32
@@ -78,8 +78,8 @@ FOREIGN = {"sample": "pubmedqa", "pubmedqa": "sample"}
 
 
 def available(name: str) -> bool:
-    d = DATASETS.get(name)
-    return d is not None and d.corpus.is_file() and d.questions.is_file()
+    d = DATASETS[name]
+    return d.corpus.is_file() and d.questions.is_file()
 
 
 def named(name: str) -> Dataset:
@@ -149,7 +149,12 @@ def resolve(
     )
     if no_foreign:
         foreign = None
-    elif foreign is None and known is not None and available(FOREIGN.get(known.name, "")):
+    elif (
+        foreign is None
+        and known is not None
+        and known.name in FOREIGN
+        and available(FOREIGN[known.name])
+    ):
         foreign = DATASETS[FOREIGN[known.name]].questions
     if name is None:
         name = known.name if known is not None else questions.stem

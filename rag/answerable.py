@@ -8,7 +8,8 @@ from signals the pipeline already has, each relative to the other papers of
 the same question so that it carries over between corpora and fields:
 
 - the paper's best sentence: its similarity to the question (embedding cosine
-  and term overlap), and that value over the best paper's;
+  and term overlap; for a set question, cosine to its `topic`, the question
+  without "which papers"), and that value over the best paper's;
 - its question-term coverage (each term weighted by its IDF times its rarity in
   English, so the words that name the topic weigh most), and that
   over the best paper's;
@@ -70,8 +71,8 @@ def intent(question: str) -> str:
 
 def topic(question: str) -> str:
     """A set question without its frame: "Which papers study learning with noisy
-    labels?" -> "learning with noisy labels?". Each paper's sentences are compared
-    with this, so that "papers" and "study" in the question pull no sentence up."""
+    labels?" -> "study learning with noisy labels?". Each paper's sentences are
+    compared with this, so that "which papers" pulls no sentence up."""
     return _FRAME.sub("", question, count=1).strip() or question
 
 

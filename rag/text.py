@@ -49,6 +49,8 @@ LONGEST = 900  # characters: pieces are not merged past this
 # sources print them ("... transplant candidates.AIM: To identify ..."): the sentence
 # ends at the period, and the label belongs to neither sentence.
 _GLUED_LABEL = re.compile(r"(?<=[a-z0-9)\]%]\.)[A-Z]{3,}(?: [A-Z]{2,})*:\s+(?=\S)")
+# Punctuation a sentence cannot start with, left where a source dropped a label.
+_STRAY = re.compile(r"[:;,]\s+")
 
 
 def segment(text: str) -> tuple[tuple[int, int], ...]:
@@ -60,7 +62,8 @@ def segment(text: str) -> tuple[tuple[int, int], ...]:
     it, so the list stays whole; an item that is a sentence of its own loses its
     marker ("(ii) The extreme aspect ..." is quoted as "The extreme aspect ...").
     A section label glued to the sentence before ("candidates.AIM: To identify
-    ...") starts a new sentence, without the label.
+    ...") starts a new sentence, without the label, and a sentence does not start
+    on the colon of a label the source dropped.
     """
     spans: list[tuple[int, int]] = []
     for span in _segmenter().segment(text):
@@ -79,6 +82,9 @@ def segment(text: str) -> tuple[tuple[int, int], ...]:
         marker = _MARKER.match(text[start:end])
         if marker and end - start - marker.end() >= 3:
             start += marker.end()
+        stray = _STRAY.match(text, start, end)  # ". : A Markov model ...": a label lost
+        if stray:
+            start = stray.end()
         for label in _GLUED_LABEL.finditer(text, start, end):
             if label.start() > start:
                 spans.append((start, label.start()))

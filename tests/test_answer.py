@@ -346,6 +346,18 @@ def test_findings_and_conclusions_outrank_aims_and_methods() -> None:
     assert rhetoric(conclusion) > rhetoric(finding) >= 1.0 > rhetoric(method) > rhetoric(aim)
 
 
+def test_a_closing_call_for_further_study_is_not_taken_for_the_finding() -> None:
+    abstract = (
+        "Recovery after surgery is slow. "
+        "Early mobilisation reduced recovery time by three days on average. "
+        "Further studies with larger and more diverse cohorts are recommended."
+    )
+    finding, future = (_sentence(abstract, s.strip() + ".") for s in abstract.split(".")[1:3])
+    assert rhetoric(future) < 1.0 < rhetoric(finding)  # though the abstract's last sentence
+    text = "Recovery varies. Regression was used to relate recovery time to age. It helped."
+    assert rhetoric(_sentence(text, "Regression was used to relate recovery time to age.")) < 1.0
+
+
 def test_a_single_paper_question_cites_only_that_paper(chain, sample_store) -> None:
     answer = chain.invoke(
         Question(

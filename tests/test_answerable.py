@@ -49,7 +49,7 @@ def test_a_section_label_glued_to_the_sentence_before_starts_a_sentence_without_
     text = (
         "Patients with HRS were not transplant candidates.AIM: To identify variables "
         "associated with survival. Rates were 5%.METHODS AND RESULTS: We enrolled 20 (n=3). "
-        "RAFT: Reward rAnked FineTuning aligns models."
+        "RAFT: Reward rAnked FineTuning aligns models. : A Markov model was used."
     )
     assert [text[a:b] for a, b in sentence_spans(text)] == [
         "Patients with HRS were not transplant candidates.",
@@ -57,6 +57,7 @@ def test_a_section_label_glued_to_the_sentence_before_starts_a_sentence_without_
         "Rates were 5%.",
         "We enrolled 20 (n=3).",
         "RAFT: Reward rAnked FineTuning aligns models.",  # a name, not a glued label
+        "A Markov model was used.",  # the source dropped the label, not its colon
     ]
 
 

@@ -232,7 +232,15 @@ _AIM = re.compile(
 )
 _METHOD = re.compile(
     r"\b((were|was) (enrolled|recruited|randomi[sz]ed|performed|conducted|carried out|"
-    r"undertaken)|retrospective(ly)? review|we (retrospectively )?(reviewed|enrolled|recruited))",
+    r"undertaken)|(was|were) used to|retrospective(ly)? review|we (retrospectively )?(reviewed|"
+    r"enrolled|recruited))",
+    re.I,
+)
+# What is left for later work: said where a finding would be, but not a finding.
+_FUTURE = re.compile(
+    r"\b(further|future|more|additional|larger) (\w+ ){0,3}(studies|research|work|trials|"
+    r"investigations?)\b[^.;]{0,80}\b(needed|required|warranted|recommended|necessary|should|"
+    r"will be|would be)\b|\bremains? to be (determined|established|seen|elucidated)\b",
     re.I,
 )
 # How abstracts in most fields state what they concluded.
@@ -243,13 +251,13 @@ _CONCLUSION = re.compile(
     re.I,
 )
 FINDING, BACKGROUND, OPENING = 1.08, 0.8, 0.9
-AIM, METHOD, CONCLUSION, CLOSING = 0.75, 0.9, 1.08, 1.25
+AIM, METHOD, FUTURE, CONCLUSION, CLOSING = 0.75, 0.9, 0.75, 1.08, 1.25
 
 
 def rhetoric(c: SourceSentence) -> float:
     """Findings, conclusions and contributions answer questions; background,
-    motivation, aims and methods rarely do. An abstract's closing sentence is
-    usually its conclusion, in every field."""
+    motivation, aims, methods and calls for further study rarely do. An abstract's
+    closing sentence is usually its conclusion, in every field."""
     factor = 1.0
     text = c.text
     if _FINDING.search(text):
@@ -260,6 +268,8 @@ def rhetoric(c: SourceSentence) -> float:
         factor *= AIM
     if _METHOD.search(text):
         factor *= METHOD
+    if _FUTURE.search(text):
+        factor *= FUTURE
     if _CONCLUSION.search(text):
         factor *= CONCLUSION
     if c.start == 0:
