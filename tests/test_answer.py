@@ -356,6 +356,8 @@ def test_a_closing_call_for_further_study_is_not_taken_for_the_finding() -> None
     assert rhetoric(future) < 1.0 < rhetoric(finding)  # though the abstract's last sentence
     text = "Recovery varies. Regression was used to relate recovery time to age. It helped."
     assert rhetoric(_sentence(text, "Regression was used to relate recovery time to age.")) < 1.0
+    text = "Recovery varies. Bed rest has been considered key to recovery. It helped."
+    assert rhetoric(_sentence(text, "Bed rest has been considered key to recovery.")) < 1.0
 
 
 def test_a_single_paper_question_cites_only_that_paper(chain, sample_store) -> None:

@@ -220,7 +220,8 @@ _FINDING = re.compile(
 _BACKGROUND = re.compile(
     r"^(despite|however|although|while|recent|in recent years)|\b(remains? (largely )?"
     r"(unexplored|unclear|open|elusive|poorly understood)|little is known|not (yet )?(fully )?"
-    r"understood|long-standing|challenge)",
+    r"understood|long-standing|challenge)|\b(has|have) (been (considered|proposed|widely|"
+    r"extensively|increasingly|commonly|traditionally)|(attracted|received|gained) )",
     re.I,
 )
 # What a study set out to do, and how: the setting of a finding, not the finding.
