@@ -33,6 +33,9 @@ class SentenceEncoder:
         self.embeddings = embeddings
         self.capacity = capacity
         self._cache: LRUCache[str, np.ndarray] = LRUCache(capacity)
+        # Query texts embedded here (a set question's topic): the answerability step
+        # and the extractive summary both read the same question.
+        self._queries: LRUCache[str, np.ndarray] = LRUCache(1024)
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -51,10 +54,20 @@ class SentenceEncoder:
         return np.vstack([found[t] for t in texts])
 
     def encode_query(self, text: str, vector: Sequence[float] | None = None) -> np.ndarray:
-        """The query's unit vector; `vector` is its embedding when one was made already."""
+        """The query's unit vector; `vector` is its embedding when one was made already
+        (else the one made here for the same text last time, or a new one)."""
+        if vector is None:
+            with self._lock:
+                cached = self._queries.get(text)
+            if cached is not None:
+                return cached
         raw = self.embeddings.embed_query(text) if vector is None else vector
         vec = np.asarray(raw, dtype=np.float32)
-        return vec / max(float(np.linalg.norm(vec)), 1e-12)
+        vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
+        if vector is None:
+            with self._lock:
+                self._queries[text] = vec
+        return vec
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,14 @@ from rag.answerable import (
     answering,
     features,
     model,
+    read_sentences,
+    topic,
 )
 from rag.chain import Question, build_chain
-from rag.support import source_sentences
+from rag.support import SentenceEncoder, source_sentences
 from rag.text import sentence_spans
 from rag.types import Source
+from tests.helpers import FakeEmbeddings
 
 LISTY = (
     "Simplicity bias is widely invoked to explain generalization. "
@@ -68,6 +71,24 @@ def test_spans_are_trimmed_ordered_and_disjoint() -> None:
         assert s.text.strip() == s.text and s.text
     for a, b in zip(spans, spans[1:], strict=False):
         assert a.end <= b.start, "two quoted sentences overlap"
+
+
+def test_a_set_questions_topic_is_embedded_once_for_both_reads_of_its_papers() -> None:
+    asked: list[str] = []
+
+    class Counting(FakeEmbeddings):
+        def embed_query(self, text: str) -> list[float]:
+            asked.append(text)
+            return super().embed_query(text)
+
+    encoder = SentenceEncoder(Counting())
+    question = "Which papers study simplicity bias in neural networks?"
+    sources = [Source(1, "p", "t", LISTY, None, 1.0, 1.0)]
+    first = read_sentences(question, sources, encoder, query_vector=[1.0] * 64)
+    again = read_sentences(question, sources, encoder, query_vector=[1.0] * 64)
+    # The answerability step, then the extractive summary: the topic is embedded once
+    # (retrieval's vector is of the whole question, frame and all).
+    assert asked == [topic(question)] and first.topical == again.topical
 
 
 # -- the fitted decision -------------------------------------------------------------
