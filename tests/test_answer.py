@@ -119,6 +119,35 @@ def test_uncovered_questions_are_refused_without_calling_the_model(
     assert shown and float(shown[1]) < float(shown[2])
 
 
+class Declines:
+    """A model that reads the papers and finds they do not answer."""
+
+    name = "openai"
+    uses_model = True
+
+    def stream(self, question, sources, **kwargs):  # type: ignore[no-untyped-def]
+        yield from ("The sources do not ", "cover this.")
+
+    def rewrite(self, history, question, cancel=None):  # type: ignore[no-untyped-def]
+        return question
+
+
+def test_a_model_that_finds_the_papers_do_not_answer_gives_a_refusal(
+    sample_settings, sample_store, embeddings
+) -> None:
+    # Near the corpus: the gate passes, and only a reader of the papers can refuse.
+    chain = build_chain(
+        sample_settings,
+        store=sample_store,
+        embeddings=embeddings,
+        generators={"openai": Declines()},
+    )
+    answer = chain.invoke(Question("Why do neural networks prefer simple functions?", llm="openai"))
+    assert answer.gate["passed"] is True
+    assert answer.refused and answer.answer == REFUSAL and answer.citations == []
+    assert answer.generator == "openai" and not answer.degraded
+
+
 def test_the_gate_weighs_the_words_that_name_a_topic() -> None:
     """A word rare in this corpus but everyday in English ("conflict") frames a
     question; one rare in English too ("oversmoothing") names its topic."""
