@@ -28,7 +28,7 @@ from rag.generate import GeneratorUnavailable
 from rag.settings import Settings, get_settings
 from rag.store import Store, open_store
 from rag.text import specificity
-from rag.warmup import settle_heap, warm_sentences
+from rag.warmup import settle_heap, warm_matcher, warm_sentences
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,14 @@ def _warm(chain: QAChain, limit: int, stop: threading.Event, state: dict) -> Non
         n = warm_sentences(chain.retriever.store, chain.encoder, limit, stop) if limit else 0
         state["sentences"] = n
         log.info("warm-up: %d abstract sentences embedded in %.1fs", n, time.perf_counter() - t0)
+        if chain.retriever.settings.gate:
+            t0 = time.perf_counter()
+            state["papers"] = warm_matcher(chain.retriever.store, chain.retriever.matcher, stop)
+            log.info(
+                "warm-up: %d papers read for the gate in %.1fs",
+                state["papers"],
+                time.perf_counter() - t0,
+            )
     except Exception as exc:  # a store outage at start: questions just pay as they come
         log.warning("warm-up stopped: %s", exc)
     finally:
@@ -92,7 +100,7 @@ def create_app(
         settle_heap()  # start-up's objects out of later collections
         stop = threading.Event()
         limit = settings.retrieval.warm_sentences
-        app.state.warmup = {"running": bool(limit), "sentences": 0}
+        app.state.warmup = {"running": bool(limit), "sentences": 0, "papers": 0}
         if limit:
             threading.Thread(
                 target=_warm,

@@ -1,6 +1,6 @@
 """Dev sets: a corpus and questions over it with their gold papers.
 
-Three are known by name:
+Five are known by name:
 
 * `sample`: the sample corpus (`data/hf-papers-page.txt`) with
   `evals/data/dev.jsonl` (160 questions: 58 single, 35 multi, 35 fact, 32
@@ -12,7 +12,11 @@ Three are known by name:
   kinds PubMedQA's questions lack: 41 set questions (2-6 gold papers each) and
   30 near-field questions it does not answer, written from the abstracts by
   keyword scans and reading (`pubmedqa-extra.md` has each gold paper's quote and
-  the near misses left out).
+  the near misses left out);
+* `sample-paraphrased` and `pubmedqa-paraphrased`: 50 questions over each
+  corpus, each about one paper, worded in a reader's own words (no three-word
+  run of the abstract; `paraphrased.md`). A test set: no fit reads them
+  (`Dataset.tuned`).
 
 Question files come in two shapes, one object a line, and may be mixed:
 
@@ -53,6 +57,9 @@ class Dataset:
     corpus_name: str = ""
     """The corpus's name where several datasets share one (fits weigh each corpus the
     same); the dataset's own name by default."""
+    tuned: bool = True
+    """Whether the fitted parts (the gate, the answerability model) are fitted on it;
+    a test set's figures are on questions no fit has seen."""
 
     @property
     def field(self) -> str:
@@ -71,6 +78,20 @@ DATASETS = {
         SHARED_CORPORA / "pubmedqa" / "corpus.jsonl",
         DEV_SET.with_name("pubmedqa-extra.jsonl"),
         corpus_name="pubmedqa",
+    ),
+    "sample-paraphrased": Dataset(
+        "sample-paraphrased",
+        SAMPLE_CORPUS,
+        DEV_SET.with_name("sample-paraphrased.jsonl"),
+        corpus_name="sample",
+        tuned=False,
+    ),
+    "pubmedqa-paraphrased": Dataset(
+        "pubmedqa-paraphrased",
+        SHARED_CORPORA / "pubmedqa" / "corpus.jsonl",
+        DEV_SET.with_name("pubmedqa-paraphrased.jsonl"),
+        corpus_name="pubmedqa",
+        tuned=False,
     ),
 }
 # The questions a corpus must refuse: the other field's dev set.
@@ -232,7 +253,7 @@ def cached_rows(
     Lines at `path` so refitting a model costs seconds; `refresh` collects again."""
     if path.is_file() and not refresh:
         return [json.loads(line) for line in path.read_text().splitlines()]
-    rows = [r for name in DATASETS for r in collect(name)]
+    rows = [r for name, d in DATASETS.items() if d.tuned for r in collect(name)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows

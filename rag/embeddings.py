@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cachetools import LRUCache
 from langchain_core.embeddings import Embeddings
+
+from rag.match import Tokens
 
 if TYPE_CHECKING:
     from rag.settings import Settings
@@ -28,6 +31,7 @@ LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 # With native bf16, batches larger than this run in torch bf16 autocast (about twice
 # fp32); everything else, and all of it without native bf16, runs in onnxruntime.
 SMALL_BATCH = 32
+QUERY_TOKENS = 64  # the latest queries' tokens kept for the gate
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,8 @@ class LocalEmbeddings(Embeddings):
         self.cache_dir = cache_dir
         # encode() is not safe to call from several threads at once on one model.
         self._lock = threading.Lock()
+        self._query_tokens: LRUCache[str, Tokens] = LRUCache(maxsize=QUERY_TOKENS)
+        self._tokens_lock = threading.Lock()
 
     def _fast(self) -> Any:
         """The fp32 onnxruntime encoder, or None when it is off or could not be built."""
@@ -176,8 +182,57 @@ class LocalEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._encode(list(texts))
 
+    def tokens(self, texts: list[str]) -> list[Tokens]:
+        """Each text's token vectors in context (rag.match reads them), in fp32."""
+        if not texts:
+            return []
+        if len(texts) == 1:
+            with self._tokens_lock:
+                kept = self._query_tokens.get(texts[0])
+            if kept is not None:
+                return [kept]
+        fast = self._fast()
+        if fast is not None:
+            return fast.tokens(list(texts), self.batch_size)  # type: ignore[no-any-return]
+        self._load_torch()
+        tok = self._model.tokenizer
+        with self._lock:
+            hidden = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                output_value="token_embeddings",
+                convert_to_numpy=False,
+                show_progress_bar=False,
+            )
+        out = []
+        for text, h in zip(texts, hidden, strict=True):
+            e = tok(
+                text,
+                return_offsets_mapping=True,
+                truncation=True,
+                max_length=self._model.max_seq_length,
+            )
+            word_ids = e.word_ids()
+            keep = [j for j, w in enumerate(word_ids) if w is not None]
+            vectors = h.float().cpu().numpy()[keep]
+            out.append(
+                Tokens.of(
+                    vectors,
+                    [word_ids[j] for j in keep],
+                    [tuple(e["offset_mapping"][j]) for j in keep],
+                )
+            )
+        return out
+
     def embed_query(self, text: str) -> list[float]:
-        return self._encode([text])[0]
+        fast = self._fast()
+        if fast is None:
+            return self._encode([text])[0]
+        # The same pass gives the query's tokens, which the gate reads (rag.match) next.
+        vectors, (toks,) = fast.encode_with_tokens([text], self.batch_size)
+        with self._tokens_lock:
+            self._query_tokens[text] = toks
+        return vectors[0].tolist()  # type: ignore[no-any-return]
 
 
 def local_model_path() -> str:

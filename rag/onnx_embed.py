@@ -16,9 +16,13 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from rag.match import Tokens
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +176,17 @@ class OnnxEncoder:
             self.encode(["warm up"])  # the first run pays one-off set-up costs: pay them here
         return self
 
-    def encode(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+    def _passes(
+        self, texts: list[str], batch_size: int
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, list[Any]]]:
+        """Forward passes over `texts` in batches of similar length (like
+        sentence-transformers, so little is padding): each pass's text indexes, last
+        hidden states, attention mask and tokenizer encodings."""
         self.load()
         assert self._tokenizer is not None and self._session is not None
         enc = self._tokenizer.encode_batch(texts)
         lengths = [sum(e.attention_mask) for e in enc]
-        # Like sentence-transformers: batches of similar length, so little is padding.
         order = sorted(range(len(enc)), key=lengths.__getitem__)
-        out = np.empty((len(texts), 0), dtype=np.float32)
         for lo in range(0, len(order), batch_size):
             idx = order[lo : lo + batch_size]
             width = max(lengths[i] for i in idx)
@@ -191,10 +196,39 @@ class OnnxEncoder:
             if "token_type_ids" in self._inputs:
                 feed["token_type_ids"] = np.zeros_like(ids)
             (hidden,) = self._session.run(["last_hidden_state"], feed)
+            yield idx, hidden, mask, [enc[i] for i in idx]
+
+    def encode(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
+        return self.encode_with_tokens(texts, batch_size, tokens=False)[0]
+
+    def encode_with_tokens(
+        self, texts: list[str], batch_size: int = 8, *, tokens: bool = True
+    ) -> tuple[np.ndarray, list[Tokens]]:
+        """Unit vectors for `texts` and, from the same forward passes, their tokens
+        (see `tokens`; an empty list when `tokens` is False)."""
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32), []
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        toks: list[Tokens] = [Tokens.empty()] * len(texts) if tokens else []
+        for idx, hidden, mask, encodings in self._passes(texts, batch_size):
             m = mask[:, :, None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             if out.shape[1] == 0:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
-        return out
+            if tokens:
+                for row, (i, e) in enumerate(zip(idx, encodings, strict=True)):
+                    toks[i] = _tokens(hidden[row], e)
+        return out, toks
+
+    def tokens(self, texts: list[str], batch_size: int = 8) -> list[Tokens]:
+        """Each text's tokens in context: unit vectors from the same forward pass
+        as `encode` (before pooling), [CLS], [SEP] and padding left out, each with
+        the character span of the word it is part of."""
+        return self.encode_with_tokens(texts, batch_size)[1]
+
+
+def _tokens(hidden: np.ndarray, e: Any) -> Tokens:
+    keep = [j for j, w in enumerate(e.word_ids) if w is not None]
+    return Tokens.of(hidden[keep], [e.word_ids[j] for j in keep], [e.offsets[j] for j in keep])

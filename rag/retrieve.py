@@ -10,16 +10,17 @@ A query passes through named stages, each a method over one `Query` state:
                 the store only for papers changed since), as numbered sources
     rerank      a reranker from rag/rerank.py re-orders them; the first k stay
     signals     each source's dense and BM25 rank and its question-term coverage
-    gate        did anything relevant come back at all?
+    gate        does the corpus cover the question at all?
 
 A new stage is one method and one name in `STAGES`; a reranker is one function
 and one setting. `/v1/chat` and `/v1/search` go through the same stages.
 
 The gate: the best chunk must be close enough to the question *and* the best
-papers must contain enough of the question's distinctive terms (each weighted
-by its IDF here times its rarity in English at large, so the words that name a
-topic count most), which is what separates a question the corpus covers from
-one merely near its field.
+papers must say enough of the question, word by word in meaning
+(`rag.match.Matcher.coverage`: every content word of the question matched, in
+context, to its closest word in a paper), which is what separates a question
+the corpus covers from one merely near its field, whose words are each in some
+paper but not together in one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from typing import Any, Literal
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from rag.answerable import intent, topic
 from rag.lexical import LexicalCache, LexicalHit, LexicalIndex, open_lexical
+from rag.match import Matcher
 from rag.mmr import mmr_order
 from rag.rerank import RERANKERS
 from rag.settings import RetrievalSettings, Settings
@@ -119,11 +122,13 @@ class Retriever:
         embeddings: Embeddings,
         lexical: LexicalCache,
         settings: RetrievalSettings,
+        matcher: Matcher | None = None,
     ) -> None:
         self.store = store
         self.embeddings = embeddings
         self.lexical = lexical
         self.settings = settings
+        self.matcher = matcher or Matcher.for_embeddings(embeddings, settings.match_cache_papers)
         self.reranker = RERANKERS[settings.reranker]
         # Dense searches run here when a caller sets a deadline: one that misses it
         # finishes in the background, and while `LEFT_BEHIND` of them are still out,
@@ -340,33 +345,44 @@ class Retriever:
         ]
 
     def gate(self, q: Query) -> None:
+        """Refuse unless `dense_top + w * match >= t`: the best chunk's cosine and
+        the best papers' coverage of the question in meaning (`rag.match`). Set
+        questions are read by their topic, over the top papers together."""
         cfg = self.settings
         sources = q.sources
+        coverage = max((s.coverage for s in sources[:3]), default=0.0)
         if not sources:
             q.gate = {
                 "passed": False,
                 "reason": "nothing retrieved",
                 "dense_top": None,
+                "match": 0.0,
                 "coverage": 0.0,
             }
             return
-        coverage = max(s.coverage for s in sources[:3])
         dense_top = q.dense_top
         dense_part = 0.0 if math.isnan(dense_top) else dense_top
-        score = dense_part + cfg.gate_coverage_weight * coverage
+        match = 0.0
+        if cfg.gate:
+            is_set = intent(q.text) == "set"
+            match = self.matcher.coverage(
+                topic(q.text) if is_set else q.text, sources[:3], union=is_set
+            )
+        score = dense_part + cfg.gate_match_weight * match
         passed = score >= cfg.gate_threshold
         reason = None
         if not passed:
             reason = (
                 f"nothing relevant: relevance {score:.3f} < {cfg.gate_threshold:.3f} "
-                f"(best passage similarity {dense_part:.3f}, question terms covered "
-                f"{coverage:.3f})"
+                f"(best passage similarity {dense_part:.3f}, question said by the best "
+                f"papers {match:.3f})"
             )
         q.gate = {
             "passed": passed,
             "reason": reason,
             "score": round(score, 4),
             "dense_top": None if math.isnan(dense_top) else round(dense_top, 4),
+            "match": round(match, 4),
             "coverage": round(coverage, 4),
         }
 
@@ -437,7 +453,7 @@ def term_weights(query: str, index: LexicalIndex) -> dict[str, float]:
 
 
 def topic_weights(query: str, idf: dict[str, float]) -> dict[str, float]:
-    """Question-term weights for coverage (the gate's and the answerability model's):
+    """Question-term weights for coverage (the answerability model's):
     IDF times how rare the word is in English at large
     (`rag.text.specificity`), so the words that name the question's topic
     ("oversmoothing", "warmup") count most, and rare-here but everyday words that

@@ -106,18 +106,19 @@ class RetrievalSettings(_Group):
     mmr: bool = Field(False, description="Diversify papers with maximal marginal relevance.")
     mmr_lambda: float = Field(0.7, ge=0, le=1, description="MMR trade-off: 1 = relevance only.")
     gate: bool = Field(True, description="Refuse when nothing relevant was retrieved.")
-    gate_coverage_weight: float = Field(
-        0.45,
+    gate_match_weight: float = Field(
+        2.0,
         ge=0,
-        le=5,
-        description="Weight of term coverage (IDF-weighted share of the question's terms "
-        "found in the best papers) against the best chunk's cosine similarity in the gate.",
+        le=10,
+        description="Weight of the best papers' coverage of the question in meaning "
+        "(rag.match: each content word of the question matched to its closest word in "
+        "a paper) against the best chunk's cosine similarity in the gate.",
     )
     gate_threshold: float = Field(
-        0.6446,
+        1.7367,
         ge=-1,
-        le=10,
-        description="The gate passes when best cosine + weight x coverage reaches this. "
+        le=20,
+        description="The gate passes when best cosine + weight x match reaches this. "
         "Tuned on both dev sets (the sample's and PubMedQA's, each other's questions as "
         "foreign) by `python -m evals.tune_gate`.",
     )
@@ -168,6 +169,13 @@ class RetrievalSettings(_Group):
         "none",
         description="Re-ranks the fused papers before the gate (a name in "
         "rag.rerank.RERANKERS; 'none' keeps the fused order).",
+    )
+    match_cache_papers: int = Field(
+        512,
+        ge=0,
+        description="Papers whose words in context the gate keeps (rag/match.py; about "
+        "250 KB each). At API start they are read in the background, up to this many: a "
+        "paper read for the first time costs about 50 ms on 2 cores.",
     )
     warm_sentences: int = Field(
         5000,

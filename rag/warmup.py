@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import threading
 
+from rag.match import Matcher
 from rag.store import Store
 from rag.support import SentenceEncoder
 from rag.text import sentence_spans
+from rag.types import Source
 
 _settled = False
 
@@ -53,4 +55,35 @@ def warm_sentences(
     if pending and done < limit and not stop.is_set():
         encoder.encode(pending[: limit - done])
         done += min(len(pending), limit - done)
+    return done
+
+
+def warm_matcher(store: Store, matcher: Matcher, stop: threading.Event, batch: int = 4) -> int:
+    """Read papers' words in context into the gate's matcher (rag/match.py), as many
+    as it keeps, a few at a time; returns how many. Stops early when `stop` is set."""
+    done = 0
+    offset = 0
+    while done < matcher.papers and not stop.is_set():
+        page = store.papers(offset=offset, limit=100)
+        if not page:
+            break
+        offset += len(page)
+        sources = [
+            Source(
+                0,
+                str(m.get("paper_id", "")),
+                str(m.get("title") or ""),
+                str(m.get("abstract") or ""),
+                None,
+                0.0,
+                0.0,
+            )
+            for m in page
+        ][: matcher.papers - done]
+        for lo in range(0, len(sources), batch):
+            if stop.is_set():
+                break
+            matcher.paper_tokens(sources[lo : lo + batch])
+            done += len(sources[lo : lo + batch])
+            stop.wait(0.05)  # yield to requests between batches
     return done

@@ -56,7 +56,13 @@ class Boom:
             "reconstructing indoor rooms?",
             "HelixSurf",
         ),
-        ("Can a network learn to brighten dark photos without seeing any real images?", "NoiSER"),
+        # In a reader's words. ("... to brighten dark photos ...", no word of the abstract's
+        # for what it does, is refused since the gate reads the question word by word:
+        # the cost, measured on the paraphrased test sets, is in the README.)
+        (
+            "Can a network learn to enhance low-light photos without seeing any real images?",
+            "NoiSER",
+        ),
         (
             "What clean accuracy does mixing a standard and a robust classifier reach on "
             "CIFAR-100?",

@@ -127,6 +127,27 @@ def test_the_pubmedqa_extra_questions_are_sets_and_uncovered_questions_over_its_
     assert {g for r in rows for g in r["gold_paper_ids"]} <= ids
 
 
+def test_the_paraphrased_questions_are_a_test_set_no_fit_reads(monkeypatch, tmp_path) -> None:
+    from ingest.loaders import load
+
+    for name, corpus in (("sample-paraphrased", "sample"), ("pubmedqa-paraphrased", "pubmedqa")):
+        d = D.DATASETS[name]
+        rows = load_dataset(d.questions)
+        assert len(rows) == 50 and {r["kind"] for r in rows} == {"single"}
+        assert all(len(r["gold_paper_ids"]) == 1 for r in rows)
+        assert d.field == corpus and not d.tuned
+        notes = d.questions.with_name("paraphrased.md").read_text()
+        assert all(f"**{r['id']}**" in notes for r in rows)
+        if not d.corpus.is_file():
+            continue
+        ids = {p.paper_id for _, p in load(str(d.corpus)) if hasattr(p, "paper_id")}
+        assert len({r["gold_paper_ids"][0] for r in rows} & ids) == 50  # 50 papers, one each
+    # The fits collect rows from the tuned datasets only.
+    asked: list[str] = []
+    D.cached_rows(tmp_path / "rows.jsonl", True, lambda name: asked.append(name) or [])
+    assert "sample" in asked and not any(n.endswith("paraphrased") for n in asked)
+
+
 def test_subset_is_a_seeded_sample_in_file_order() -> None:
     rows = [{"id": str(i)} for i in range(100)]
     picked = subset(rows, 10)
