@@ -1,18 +1,18 @@
 """How much of a question the best papers say, word by word, in meaning.
 
 The gate (rag/retrieve.py) asks whether the corpus covers a question. A near
-miss looks like this: "How does knowledge distillation improve small object
-detectors?" asked of a corpus with papers on distillation and papers on
-detection, none on both. The best chunk is close to the question (the field
-matches), and each question word appears somewhere; what is missing is one
+miss looks like this: "How can video diffusion models keep objects consistent
+across frames?" asked of a corpus with papers on diffusion models for images
+and none on video. The best chunk is close to the question (the field
+matches), and most question words appear somewhere; what is missing is one
 paper that says all of it.
 
 `Matcher.coverage` measures that the way BERTScore's recall does: each content
 word of the question (stopwords aside), as the embedding model reads it in the
 question, is matched to its closest token in a paper's sentences as the model
 reads them there, and the question's coverage is the mean of those
-similarities. A paraphrase ("memorise" / "memorization") still matches, and a
-word the paper uses in another sense matches less. For a question about one
+similarities. Another form of a word or a close synonym still matches well, and
+a word the paper uses in another sense matches less. For a question about one
 paper or fact, the best of the top papers counts; for a set question ("which
 papers ..."), whose parts the papers may share between them, each word counts
 its best match in any of them, and the words that frame it as a set
@@ -91,7 +91,7 @@ class Matcher:
     def __init__(self, encoder: TokenEncoder | None = None, papers: int = 256) -> None:
         self._encoder = encoder
         self.papers = papers
-        """Papers whose tokens are kept (about 200 KB an abstract in float16: 50 MB)."""
+        """Papers whose tokens are kept (about 250 KB an abstract, in float16)."""
         self._cache: LRUCache[tuple[str, int], np.ndarray] = LRUCache(maxsize=max(1, papers))
         self._lock = threading.Lock()
 
