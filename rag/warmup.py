@@ -58,9 +58,10 @@ def warm_sentences(
     return done
 
 
-def warm_matcher(store: Store, matcher: Matcher, stop: threading.Event, batch: int = 4) -> int:
+def warm_matcher(store: Store, matcher: Matcher, stop: threading.Event, batch: int = 1) -> int:
     """Read papers' words in context into the gate's matcher (rag/match.py), as many
-    as it keeps, a few at a time; returns how many. Stops early when `stop` is set."""
+    as it keeps, one paper (about 50-90 ms of the model on 2 cores) at a time so a
+    request waits little for the CPU; returns how many. Stops early when `stop` is set."""
     done = 0
     offset = 0
     while done < matcher.papers and not stop.is_set():
