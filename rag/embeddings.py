@@ -31,7 +31,7 @@ LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 # With native bf16, batches larger than this run in torch bf16 autocast (about twice
 # fp32); everything else, and all of it without native bf16, runs in onnxruntime.
 SMALL_BATCH = 32
-QUERY_TOKENS = 64  # the latest queries' tokens kept for the gate
+QUERIES = 64  # the latest queries' vectors and tokens, kept for the gate and its readers
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class LocalEmbeddings(Embeddings):
         self.cache_dir = cache_dir
         # encode() is not safe to call from several threads at once on one model.
         self._lock = threading.Lock()
-        self._query_tokens: LRUCache[str, Tokens] = LRUCache(maxsize=QUERY_TOKENS)
+        self._queries: LRUCache[str, tuple[list[float], Tokens]] = LRUCache(maxsize=QUERIES)
         self._tokens_lock = threading.Lock()
 
     def _fast(self) -> Any:
@@ -187,10 +187,9 @@ class LocalEmbeddings(Embeddings):
         if not texts:
             return []
         if len(texts) == 1:
-            with self._tokens_lock:
-                kept = self._query_tokens.get(texts[0])
+            kept = self._query_pass(texts[0])
             if kept is not None:
-                return [kept]
+                return [kept[1]]
         fast = self._fast()
         if fast is not None:
             return fast.tokens(list(texts), self.batch_size)  # type: ignore[no-any-return]
@@ -224,15 +223,27 @@ class LocalEmbeddings(Embeddings):
             )
         return out
 
-    def embed_query(self, text: str) -> list[float]:
+    def _query_pass(self, text: str) -> tuple[list[float], Tokens] | None:
+        """A query's vector and tokens from one forward pass, kept for the latest
+        queries: retrieval embeds a question and the gate (rag.match) reads its
+        tokens; the gate reads a set question's topic and the answerability step
+        embeds it. None without the onnxruntime path."""
+        with self._tokens_lock:
+            kept = self._queries.get(text)
+        if kept is not None:
+            return kept
         fast = self._fast()
         if fast is None:
-            return self._encode([text])[0]
-        # The same pass gives the query's tokens, which the gate reads (rag.match) next.
+            return None
         vectors, (toks,) = fast.encode_with_tokens([text], self.batch_size)
+        kept = (vectors[0].tolist(), toks)
         with self._tokens_lock:
-            self._query_tokens[text] = toks
-        return vectors[0].tolist()  # type: ignore[no-any-return]
+            self._queries[text] = kept
+        return kept
+
+    def embed_query(self, text: str) -> list[float]:
+        kept = self._query_pass(text)
+        return self._encode([text])[0] if kept is None else list(kept[0])
 
 
 def local_model_path() -> str:

@@ -141,3 +141,27 @@ def test_warm_up_reads_the_stores_papers_so_questions_read_none(
     stopped = threading.Event()
     stopped.set()
     assert warm_matcher(sample_store, Matcher(embeddings), stopped) == 0  # type: ignore[arg-type]
+
+
+def test_a_set_questions_topic_runs_through_the_model_once(sample_chain, embeddings) -> None:
+    from rag.answerable import topic
+    from rag.chain import Question
+
+    fast = embeddings._fast()
+    asked: list[list[str]] = []
+    real = fast._passes
+
+    def counting(texts, batch_size):  # type: ignore[no-untyped-def]
+        asked.append(list(texts))
+        yield from real(texts, batch_size)
+
+    question = "Which papers study how networks memorize noisy labels?"
+    fast._passes = counting
+    try:
+        answer = sample_chain.invoke(Question(question))
+    finally:
+        del fast._passes
+    assert not answer.refused
+    # The gate reads the topic's tokens and the answerability step embeds it: one pass.
+    assert sum(texts == [topic(question)] for texts in asked) == 1
+    assert sum(texts == [question] for texts in asked) == 1
