@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from rag.embeddings import LocalEmbeddings, local_model_path
@@ -85,25 +88,33 @@ def test_the_onnx_and_torch_paths_give_the_same_tokens(embeddings) -> None:
         assert float((a.vectors * b.vectors).sum(axis=1).min()) > 0.999
 
 
-def test_a_querys_tokens_come_from_its_own_embedding_pass(embeddings) -> None:
+@contextmanager
+def forward_passes(embeddings) -> Iterator[list[list[str]]]:  # type: ignore[no-untyped-def]
+    """The texts of each forward pass the local model runs meanwhile."""
     fast = embeddings._fast()
     assert fast is not None
-    passes: list[int] = []
+    seen: list[list[str]] = []
     real = fast._passes
 
     def counting(texts, batch_size):  # type: ignore[no-untyped-def]
-        passes.append(len(texts))
+        seen.append(list(texts))
         yield from real(texts, batch_size)
 
-    question = "Which features do networks learn first during training?"
     fast._passes = counting
     try:
-        vector = embeddings.embed_query(question)
-        (toks,) = embeddings.tokens([question])
+        yield seen
     finally:
         del fast._passes
+
+
+def test_a_querys_tokens_come_from_its_own_embedding_pass(embeddings) -> None:
+    question = "Which features do networks learn first during training?"
+    with forward_passes(embeddings) as seen:
+        vector = embeddings.embed_query(question)
+        (toks,) = embeddings.tokens([question])
+    passes = [len(texts) for texts in seen]
     assert passes == [1]  # one forward pass for the vector and the gate's tokens
-    assert np.allclose(vector, fast.encode([question])[0], atol=1e-5)
+    assert np.allclose(vector, embeddings._fast().encode([question])[0], atol=1e-5)
     assert toks.vectors.shape[0] >= len(question.split())
 
 
@@ -147,20 +158,9 @@ def test_a_set_questions_topic_runs_through_the_model_once(sample_chain, embeddi
     from rag.answerable import topic
     from rag.chain import Question
 
-    fast = embeddings._fast()
-    asked: list[list[str]] = []
-    real = fast._passes
-
-    def counting(texts, batch_size):  # type: ignore[no-untyped-def]
-        asked.append(list(texts))
-        yield from real(texts, batch_size)
-
     question = "Which papers study how networks memorize noisy labels?"
-    fast._passes = counting
-    try:
+    with forward_passes(embeddings) as asked:
         answer = sample_chain.invoke(Question(question))
-    finally:
-        del fast._passes
     assert not answer.refused
     # The gate reads the topic's tokens and the answerability step embeds it: one pass.
     assert sum(texts == [topic(question)] for texts in asked) == 1
