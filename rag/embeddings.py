@@ -32,6 +32,10 @@ LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 # fp32); everything else, and all of it without native bf16, runs in onnxruntime.
 SMALL_BATCH = 32
 QUERIES = 64  # the latest queries' vectors and tokens, kept for the gate and its readers
+# Sentence vectors the gate's token passes made as a by-product (rag.match reads a
+# paper sentence by sentence): the answerability step embeds many of the same
+# sentences right after, and takes them from here instead of a second pass.
+DOCUMENTS = 4096
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,7 @@ class LocalEmbeddings(Embeddings):
         # encode() is not safe to call from several threads at once on one model.
         self._lock = threading.Lock()
         self._queries: LRUCache[str, tuple[list[float], Tokens]] = LRUCache(maxsize=QUERIES)
+        self._documents: LRUCache[str, np.ndarray] = LRUCache(maxsize=DOCUMENTS)
         self._tokens_lock = threading.Lock()
 
     def _fast(self) -> Any:
@@ -180,7 +185,13 @@ class LocalEmbeddings(Embeddings):
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._encode(list(texts))
+        texts = list(texts)
+        with self._tokens_lock:
+            kept = {t: v for t in texts if (v := self._documents.get(t)) is not None}
+        if not kept:
+            return self._encode(texts)
+        fresh = iter(self._encode([t for t in texts if t not in kept]))
+        return [kept[t].tolist() if t in kept else next(fresh) for t in texts]
 
     def tokens(self, texts: list[str]) -> list[Tokens]:
         """Each text's token vectors in context (rag.match reads them), in fp32."""
@@ -192,7 +203,11 @@ class LocalEmbeddings(Embeddings):
                 return [kept[1]]
         fast = self._fast()
         if fast is not None:
-            return fast.tokens(list(texts), self.batch_size)  # type: ignore[no-any-return]
+            vectors, toks = fast.encode_with_tokens(list(texts), self.batch_size)
+            with self._tokens_lock:
+                for text, vector in zip(texts, vectors, strict=True):
+                    self._documents[text] = vector
+            return toks  # type: ignore[no-any-return]
         self._load_torch()
         tok = self._model.tokenizer
         with self._lock:

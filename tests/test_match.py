@@ -165,3 +165,33 @@ def test_a_set_questions_topic_runs_through_the_model_once(sample_chain, embeddi
     # The gate reads the topic's tokens and the answerability step embeds it: one pass.
     assert sum(texts == [topic(question)] for texts in asked) == 1
     assert sum(texts == [question] for texts in asked) == 1
+
+
+def test_the_gates_pass_over_a_paper_gives_the_answerability_step_its_sentence_vectors(
+    embeddings,
+) -> None:
+    from rag.answerable import read_sentences
+    from rag.support import SentenceEncoder
+
+    paper = _paper(
+        "oat-bran",
+        "Oat bran and cholesterol",
+        "We randomised 120 adults with high cholesterol to oat bran or wheat bran for 12 weeks. "
+        "Oat bran lowered LDL cholesterol by eight percent against wheat bran. "
+        "Adherence was similar in both groups and no serious adverse events occurred. "
+        "Soluble fibre from oats is a simple way to lower cholesterol in adults.",
+    )
+    question = "Does oat bran lower LDL cholesterol in adults?"
+    with forward_passes(embeddings) as seen:
+        Matcher(embeddings).paper_tokens([paper])  # the gate reads the paper
+        gate = len(seen)
+        reading = read_sentences(question, [paper], SentenceEncoder(embeddings))
+    after = {t for texts in seen[gate:] for t in texts}
+    read = [s.text for s in reading.sentences]
+    # Every sentence the gate ran through the model is not run again; the first one,
+    # which the gate read with the title before it, is.
+    first = paper.abstract[: paper.abstract.index(".") + 1]
+    assert len(read) == 4 and first in read
+    assert after - {question} == {first}
+    fresh = embeddings._fast().encode(read)
+    assert np.allclose(reading.vectors, fresh, atol=1e-4)  # the same vectors, in order
