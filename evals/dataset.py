@@ -13,9 +13,10 @@ Five are known by name:
   30 near-field questions it does not answer, written from the abstracts by
   keyword scans and reading (`pubmedqa-extra.md` has each gold paper's quote and
   the near misses left out);
-* `sample-paraphrased` and `pubmedqa-paraphrased`: 50 questions over each
-  corpus, each about one paper, worded in a reader's own words (no three-word
-  run of the abstract; `paraphrased.md`). A test set: no fit reads them
+* `sample-paraphrased` and `pubmedqa-paraphrased`: 100 questions over each
+  corpus (two batches of 50, written apart), each about one paper, worded in a
+  reader's own words (no three-word run of the abstract; `paraphrased.md`). A
+  test set: no fit reads them
   (`Dataset.tuned`).
 
 Question files come in two shapes, one object a line, and may be mixed:

@@ -133,7 +133,7 @@ def test_the_paraphrased_questions_are_a_test_set_no_fit_reads(monkeypatch, tmp_
     for name, corpus in (("sample-paraphrased", "sample"), ("pubmedqa-paraphrased", "pubmedqa")):
         d = D.DATASETS[name]
         rows = load_dataset(d.questions)
-        assert len(rows) == 50 and {r["kind"] for r in rows} == {"single"}
+        assert len(rows) == 100 and {r["kind"] for r in rows} == {"single"}
         assert all(len(r["gold_paper_ids"]) == 1 for r in rows)
         assert d.field == corpus and not d.tuned
         notes = d.questions.with_name("paraphrased.md").read_text()
@@ -141,7 +141,9 @@ def test_the_paraphrased_questions_are_a_test_set_no_fit_reads(monkeypatch, tmp_
         if not d.corpus.is_file():
             continue
         ids = {p.paper_id for _, p in load(str(d.corpus)) if hasattr(p, "paper_id")}
-        assert len({r["gold_paper_ids"][0] for r in rows} & ids) == 50  # 50 papers, one each
+        for batch in ("p-", "p2-"):  # two batches of 50, each 50 papers, one question each
+            golds = {r["gold_paper_ids"][0] for r in rows if r["id"].startswith(batch)}
+            assert len(golds & ids) == 50
     # The fits collect rows from the tuned datasets only.
     asked: list[str] = []
     D.cached_rows(tmp_path / "rows.jsonl", True, lambda name: asked.append(name) or [])
