@@ -57,6 +57,7 @@ class Outcome:
     timings: dict[str, float]
     degraded: bool = False
     quotes: list[str] = field(default_factory=list)  # what the citations point at
+    nearest: list[str] = field(default_factory=list)  # papers a near refusal names
 
 
 def file_hash(path: Path) -> str:
@@ -113,6 +114,7 @@ class CiteQA:
             timings=dict(a.timings),
             degraded=a.degraded,
             quotes=[c.quote for c in a.citations],
+            nearest=[p["paper_id"] for p in a.nearest],
         )
 
 
@@ -328,6 +330,9 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
         "must_contain": M.contains(o.text, row.get("must_contain")),
         "words": M.words(o.text),
         "cited_papers": cited_papers,
+        # A refusal near the corpus names the nearest papers: are the gold ones there?
+        "nearest": o.nearest,
+        "nearest_recall": M.citation_recall(o.nearest, gold) if o.refused and answerable else None,
         "timings": {k: round(v, 5) for k, v in o.timings.items()},
         "answer": o.text,
     }
@@ -360,6 +365,12 @@ def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[s
             for q, r in zip(per_q, rows, strict=True)
             if not q["refused"] and r["kind"] == "unanswerable"
         ),
+        "wrong_refusals_naming_gold": M.mean(q.get("nearest_recall") for q in per_q),
+        "uncovered_refused_near": sum(
+            1
+            for q, r in zip(per_q, rows, strict=True)
+            if q["refused"] and q.get("nearest") and r["kind"] == "unanswerable"
+        ),
         "must_contain_hit_rate": M.mean(q["must_contain"] for q in per_q),
         "answer_words_median": M.percentile([q["words"] for q in answered], 50),
         "degraded": sum(q["degraded"] for q in per_q),
@@ -374,6 +385,7 @@ def foreign_scores(outcomes: list[Outcome]) -> dict[str, Any]:
         "foreign_questions": len(refused),
         "foreign_refused": sum(refused),
         "foreign_refusal_rate": M.share(refused),
+        "foreign_refused_near": sum(1 for o in outcomes if o.refused and o.nearest),
     }
 
 
@@ -611,7 +623,10 @@ ANSWER_ROWS = [
     ("false_refusals", "false refusals (answerable refused)"),
     ("false_refusal_rate", "false refusal rate"),
     ("answered_uncovered", "uncovered questions answered"),
+    ("wrong_refusals_naming_gold", "false refusals naming the gold paper(s) among the nearest"),
+    ("uncovered_refused_near", "uncovered questions refused naming nearest papers"),
     ("foreign_refusal_rate", "foreign questions refused (share)"),
+    ("foreign_refused_near", "foreign questions refused naming nearest papers"),
     ("must_contain_hit_rate", "must-contain hit rate"),
     ("answer_words_median", "answer words (median)"),
     ("degraded", "degraded answers"),

@@ -45,6 +45,13 @@ WEIGHTS = np.round(np.arange(0.0, 4.01, 0.05), 2)
 # time, it made about as many errors as this rule alone, 19 against 20 over both
 # corpora, for a sentence read on every question: not kept.)
 REFUSAL_COST = 1.5
+# A refusal within a margin below the threshold names the nearest papers (the
+# setting `gate_near_margin`): the widest margin on this grid at which at most this
+# share of the other field's questions would be near. Questions asked in other
+# words than the papers' are mostly refused just below the threshold; another
+# field's questions far below it.
+NEAR_MARGINS = np.round(np.arange(0.0, 0.51, 0.05), 2)
+FOREIGN_NEAR = 0.02
 
 
 def collect(name: str, out: Path) -> list[dict[str, Any]]:
@@ -137,6 +144,35 @@ def outcome(rows: list[dict[str, Any]], w: float, t: float) -> dict[str, Any]:
     return out
 
 
+def near_margin(rows: list[dict[str, Any]], w: float, t: float) -> float:
+    """The widest margin whose near refusals hold at most `FOREIGN_NEAR` of the
+    foreign questions (both corpora pooled)."""
+    foreign = [r["dense"] + w * r["match"] for r in rows if r["origin"] == "foreign"]
+    ok = [
+        m
+        for m in NEAR_MARGINS
+        if sum(t - m <= x < t for x in foreign) <= FOREIGN_NEAR * max(len(foreign), 1)
+    ]
+    return float(max(ok, default=0.0))
+
+
+def near_outcome(rows: list[dict[str, Any]], w: float, t: float, m: float) -> dict[str, Any]:
+    """Per corpus, the refusals that would name the nearest papers."""
+    out: dict[str, Any] = {}
+    for corpus in sorted({r["corpus"] for r in rows}):
+        sub = [(r, r["dense"] + w * r["match"]) for r in rows if r["corpus"] == corpus]
+        groups = {
+            "wrong_refusals": [x for r, x in sub if r["answerable"] and x < t],
+            "uncovered": [x for r, x in sub if r["origin"] == "own" and not r["answerable"]],
+            "foreign": [x for r, x in sub if r["origin"] == "foreign"],
+        }
+        out[corpus] = {
+            name: f"{sum(t - m <= x < t for x in xs)} of {sum(x < t for x in xs)} refused"
+            for name, xs in groups.items()
+        }
+    return out
+
+
 def cross_validated(rows: list[dict[str, Any]], folds: int = 10) -> list[bool]:
     """Each row's held-out decision: passed by the rule fitted without its fold."""
     fold = np.random.default_rng(0).permutation(len(rows)) % folds
@@ -166,6 +202,10 @@ def main() -> None:
         "rows": len(rows),
         "best": {"gate_match_weight": w, "gate_threshold": round(t, 4), **outcome(rows, w, t)},
         "held_out_10_fold": outcome(cv_rows, 0.0, 0.5),
+        "near_refusals": {
+            "gate_near_margin": near_margin(rows, w, t),
+            **near_outcome(rows, w, t, near_margin(rows, w, t)),
+        },
         "current": {
             "gate_match_weight": current.gate_match_weight,
             "gate_threshold": current.gate_threshold,

@@ -44,6 +44,16 @@ from rag.types import Answer, Filters, Source
 from rag.verify import verify
 
 REFUSAL = "The corpus does not cover this question."
+NEAREST = 3  # papers a refusal near the corpus names
+
+
+def near_refusal(titles: list[str]) -> str:
+    """The refusal of a question near the corpus: it names the nearest papers, so a
+    reader who asked in other words than the papers' can still find the one meant."""
+    named = "; ".join(f"\u201c{t}\u201d" for t in titles)
+    return f"{REFUSAL} The nearest papers, which may not answer it: {named}."
+
+
 MODEL_REFUSAL = re.compile(r"^\W*the sources do not cover this", re.I)
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|the paper|the method)\b", re.I
@@ -291,8 +301,14 @@ def finish(parts: Parts, s: State) -> Answer:
         refused_by = draft.generator
     if refused_by is not None:
         s.timings["total"] = time.perf_counter() - s.t0
+        # Near the corpus: the gate nearly passed it, or passed it and a model declined.
+        near = retrieval.gate.get("near") or retrieval.gate.get("passed")
+        nearest = retrieval.sources[:NEAREST] if near else []
         return Answer(
-            answer=REFUSAL,
+            answer=near_refusal([src.title or src.paper_id for src in nearest])
+            if nearest
+            else REFUSAL,
+            nearest=[src.summary() for src in nearest],
             citations=[],
             refused=True,
             degraded=partial is not None,

@@ -355,6 +355,7 @@ class Retriever:
             q.gate = {
                 "passed": False,
                 "reason": "nothing retrieved",
+                "near": False,
                 "dense_top": None,
                 "match": 0.0,
                 "coverage": 0.0,
@@ -380,6 +381,8 @@ class Retriever:
         q.gate = {
             "passed": passed,
             "reason": reason,
+            # Refused, but close to passing: the refusal names the nearest papers.
+            "near": not passed and score >= cfg.gate_threshold - cfg.gate_near_margin,
             "score": round(score, 4),
             "dense_top": None if math.isnan(dense_top) else round(dense_top, 4),
             "match": round(match, 4),

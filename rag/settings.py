@@ -122,6 +122,16 @@ class RetrievalSettings(_Group):
         "Tuned on both dev sets (the sample's and PubMedQA's, each other's questions as "
         "foreign) by `python -m evals.tune_gate`.",
     )
+    gate_near_margin: float = Field(
+        0.25,
+        ge=0,
+        le=20,
+        description="A refused question whose relevance is within this of the threshold is "
+        "near the corpus: the refusal names the nearest papers, which may not answer it "
+        "(often a question asked in other words than the papers'). 0.25 is the widest "
+        "margin at which at most 2% of the other dev corpus's questions are near "
+        "(`python -m evals.tune_gate`).",
+    )
     lexical_refresh_seconds: float = Field(
         2.0, ge=0, description="How often a reader checks whether the BM25 index is stale."
     )

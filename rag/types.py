@@ -200,6 +200,12 @@ class Answer(BaseModel):
     standalone_question: str | None = None
     verification: dict[str, int] = Field(default_factory=dict)
     sources: list[dict[str, Any]] = Field(default_factory=list)
+    nearest: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="On a refusal of a question near the corpus (asked in other words than "
+        "the papers', or on a neighbouring topic): the nearest papers, which may not answer "
+        "it. Empty otherwise.",
+    )
     gate: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
 

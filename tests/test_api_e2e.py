@@ -46,6 +46,9 @@ SLASH_QUESTION = (
     "How does zeta function regularized Casimir energy stabilize the radius of compact "
     "extra dimensions?"
 )
+# Refused by the gate, but only just: no word of the abstract's for what NoiSER does.
+NEAR_QUESTION = "Can a network learn to brighten dark photos without seeing any real images?"
+NEAR_TITLE = "NoiSER"
 ARTIFACTS = Path(os.environ.get("CITEQA_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
@@ -265,5 +268,21 @@ def test_web_page_streams_an_answer_and_highlights_the_cited_passage(
         assert mark.inner_text() in SLASH["abstract"]
         assert len(mark.inner_text()) < len(SLASH["abstract"])
         page.screenshot(path=str(ARTIFACTS / "web-slash-id.png"))
+
+        # Refused, but near the corpus (asked in other words than the abstract's): the
+        # turn is marked "not covered" and lists the nearest papers; one opens whole.
+        page.fill("#q", NEAR_QUESTION)
+        page.click("#send")
+        fourth = page.locator(".turn").last
+        expect(fourth.locator(".a")).to_have_attribute("data-state", "done", timeout=30_000)
+        expect(fourth.locator(".badge.refused")).to_be_visible()
+        expect(fourth.locator("button.cite")).to_have_count(0)
+        nearest = fourth.locator("ol.refs.nearest li", has_text=NEAR_TITLE)
+        with page.expect_response(lambda r: "/v1/papers/" in r.url) as opened:
+            nearest.click()
+        assert opened.value.status == 200, opened.value.url
+        expect(page.locator("#p-title")).to_contain_text(NEAR_TITLE)
+        expect(page.locator("#p-abstract")).to_have_text(opened.value.json()["abstract"])
+        page.screenshot(path=str(ARTIFACTS / "web-near-refusal.png"))
         browser.close()
     assert errors == []

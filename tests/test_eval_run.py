@@ -315,11 +315,14 @@ def test_conclusion_in_answer_on_answers() -> None:
 
 def test_foreign_refusals() -> None:
     outcomes = [_outcome("", {}, refused=True), _outcome("Answered [1].", {1: "a"})]
-    outcomes.append(_outcome("", {}, refused=True))
+    near = _outcome("", {}, refused=True)
+    near.nearest = ["b"]  # a refusal that names the nearest papers
+    outcomes.append(near)
     assert foreign_scores(outcomes) == {
         "foreign_questions": 3,
         "foreign_refused": 2,
         "foreign_refusal_rate": pytest.approx(2 / 3),
+        "foreign_refused_near": 1,
     }
     assert foreign_scores([])["foreign_refusal_rate"] is None
     assert M.share([False, False]) == 0.0 and M.share([]) is None
@@ -477,3 +480,48 @@ def test_the_cached_store_follows_the_corpus_file(tmp_path) -> None:
     stale = resolve(corpus=corpus, questions=_mini(tmp_path / "x", ["pmid3"])[1], name="m")
     with pytest.raises(DatasetError, match="1 questions .* name gold papers"):
         evaluate(stale, "extractive", out)
+
+
+def test_refusals_that_name_the_nearest_papers_are_counted() -> None:
+    rows = [
+        {"id": "a", "question": "?", "kind": "single", "gold_paper_ids": ["g"]},
+        {"id": "b", "question": "?", "kind": "multi", "gold_paper_ids": ["g", "h"]},
+        {"id": "c", "question": "?", "kind": "unanswerable", "gold_paper_ids": []},
+        {"id": "d", "question": "?", "kind": "unanswerable", "gold_paper_ids": []},
+    ]
+    outcomes = [_outcome("", {}, refused=True) for _ in rows]
+    outcomes[0].nearest = ["x", "g"]  # wrongly refused, the gold paper named
+    outcomes[1].nearest = ["h", "y"]  # one of two gold papers named
+    outcomes[2].nearest = ["x"]  # uncovered, refused, with nearest papers
+    per_q = [question_scores(r, o) for r, o in zip(rows, outcomes, strict=True)]
+    assert [q["nearest_recall"] for q in per_q] == [1.0, 0.5, None, None]
+    s = summarise(rows, per_q)
+    assert s["wrong_refusals_naming_gold"] == 0.75 and s["uncovered_refused_near"] == 1
+    answered = question_scores(rows[0], _outcome("G found it [1].", {1: "g"}))
+    assert answered["nearest_recall"] is None  # only refusals name nearest papers
+
+
+def test_the_near_margin_keeps_the_other_fields_questions_out() -> None:
+    from evals.tune_gate import near_margin, near_outcome
+
+    def row(origin: str, answerable: bool, score: float) -> dict[str, object]:
+        return {
+            "corpus": "c",
+            "origin": origin,
+            "answerable": answerable,
+            "dense": score,
+            "match": 0.0,
+        }
+
+    t = 1.0
+    rows = [row("foreign", False, t - 0.52) for _ in range(98)]
+    rows += [row("foreign", False, t - 0.12), row("foreign", False, t - 0.32)]
+    rows += [row("own", True, t - 0.1), row("own", True, t + 0.2), row("own", False, t - 0.2)]
+    # 2 of 100 foreign questions may be near: the margin reaches the second, not the rest.
+    assert near_margin(rows, 0.0, t) == 0.5
+    out = near_outcome(rows, 0.0, t, 0.25)["c"]
+    assert out == {
+        "wrong_refusals": "1 of 1 refused",
+        "uncovered": "1 of 1 refused",
+        "foreign": "1 of 100 refused",
+    }

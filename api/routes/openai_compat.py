@@ -153,6 +153,7 @@ def _extra(answer: Answer) -> dict[str, Any]:
         "citations": [c.to_json() for c in answer.citations],
         "citeqa": {
             "refused": answer.refused,
+            "nearest": answer.nearest,
             "degraded": answer.degraded,
             "degraded_reason": answer.degraded_reason,
             "generator": answer.generator,

@@ -137,6 +137,19 @@ function render(turn, answer, a) {
     }
     turn.append(ol);
   }
+  // A refusal near the corpus names the nearest papers: each opens its abstract.
+  if (a.nearest && a.nearest.length) {
+    const ol = el("ol", "refs nearest");
+    a.nearest.forEach((p, i) => {
+      const c = { n: i + 1, paper_id: p.paper_id, title: p.title || p.paper_id, url: p.url,
+                  quote: "", start: 0, end: 0 };
+      const li = el("li", "", c.title);
+      li.value = c.n;
+      li.addEventListener("click", () => show(c, li));
+      ol.append(li);
+    });
+    turn.append(ol);
+  }
 }
 
 async function show(c, trigger) {
