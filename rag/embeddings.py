@@ -100,6 +100,9 @@ class LocalEmbeddings(Embeddings):
         self._lock = threading.Lock()
         self._queries: LRUCache[str, tuple[list[float], Tokens]] = LRUCache(maxsize=QUERIES)
         self._documents: LRUCache[str, np.ndarray] = LRUCache(maxsize=DOCUMENTS)
+        self.reuse_sentences = True
+        """Keep the sentence vectors the gate's token passes pool, for `embed_documents`
+        (`python -m evals.bench.cold` turns it off for its baseline)."""
         self._tokens_lock = threading.Lock()
 
     def _fast(self) -> Any:
@@ -204,9 +207,10 @@ class LocalEmbeddings(Embeddings):
         fast = self._fast()
         if fast is not None:
             vectors, toks = fast.encode_with_tokens(list(texts), self.batch_size)
-            with self._tokens_lock:
-                for text, vector in zip(texts, vectors, strict=True):
-                    self._documents[text] = vector
+            if self.reuse_sentences:
+                with self._tokens_lock:
+                    for text, vector in zip(texts, vectors, strict=True):
+                        self._documents[text] = vector
             return toks  # type: ignore[no-any-return]
         self._load_torch()
         tok = self._model.tokenizer

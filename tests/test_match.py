@@ -195,3 +195,31 @@ def test_the_gates_pass_over_a_paper_gives_the_answerability_step_its_sentence_v
     assert after - {question} == {first}
     fresh = embeddings._fast().encode(read)
     assert np.allclose(reading.vectors, fresh, atol=1e-4)  # the same vectors, in order
+
+
+def test_without_reuse_the_answerability_step_runs_the_sentences_again(embeddings) -> None:
+    # The baseline of `python -m evals.bench.cold`.
+    from rag.answerable import read_sentences
+    from rag.support import SentenceEncoder
+
+    paper = _paper(
+        "walking",
+        "Walking and blood pressure",
+        "We followed 300 older adults who walked thirty minutes a day for a year. "
+        "Systolic blood pressure fell by six millimetres of mercury in the walking group. "
+        "Falls and injuries were rare and did not differ between the two groups.",
+    )
+    embeddings.reuse_sentences = False
+    try:
+        with forward_passes(embeddings) as seen:
+            Matcher(embeddings).paper_tokens([paper])
+            gate = len(seen)
+            read_sentences(
+                "Does walking lower blood pressure?", [paper], SentenceEncoder(embeddings)
+            )
+    finally:
+        embeddings.reuse_sentences = True
+    after = {t for texts in seen[gate:] for t in texts}
+    assert (
+        "Systolic blood pressure fell by six millimetres of mercury in the walking group." in after
+    )
