@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,8 @@ from typing import Any
 STEPS = ("total", "gate", "answerable")
 
 
-def _p(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 def run(dataset: str, questions: int, out: Path) -> dict[str, Any]:
+    from evals import metrics as M
     from evals.dataset import load_dataset, named
     from evals.run import CiteQA, _store_dir, file_hash
     from rag.embeddings import make_embeddings
@@ -60,7 +55,10 @@ def run(dataset: str, questions: int, out: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"dataset": dataset, "questions": len(rows)}
     for name, steps in ms.items():
         result[name] = {
-            s: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(_p(v, 0.95), 1)}
+            s: {
+                "p50_ms": round(M.percentile(v, 50) or 0.0, 1),
+                "p95_ms": round(M.percentile(v, 95) or 0.0, 1),
+            }
             for s, v in steps.items()
         }
     result["ratio_p50_reuse_over_baseline"] = {
