@@ -95,6 +95,16 @@ DATASETS = {
         tuned=False,
     ),
 }
+# Each sentence of some of a corpus's abstracts labelled with its rhetorical role
+# (`evals.metrics.ROLES`), by reading, not by any rule citeqa uses: which roles an
+# answer quotes (its findings or their motivation), and what `evals.roles` fits.
+ROLE_FILES = {
+    "sample": DEV_SET.with_name("roles-sample.jsonl"),
+    "pubmedqa": DEV_SET.with_name("roles-pubmedqa.jsonl"),
+}
+Roles = dict[str, list[tuple[str, str]]]
+"""paper id -> its abstract's labelled sentences, (text, role), in order."""
+
 # The questions a corpus must refuse: the other field's dev set.
 FOREIGN = {"sample": "pubmedqa", "pubmedqa": "sample"}
 
@@ -258,3 +268,29 @@ def cached_rows(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def load_roles(path: Path) -> Roles:
+    """A role file: one labelled sentence a line (`paper_id`, `text`, `role`)."""
+    from evals.metrics import ROLES
+
+    out: Roles = {}
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("role") not in ROLES:
+                raise DatasetError(
+                    f"{path}:{number}: role {row.get('role')!r} is not one of {ROLES}"
+                )
+            out.setdefault(row["paper_id"], []).append((row["text"], row["role"]))
+    return out
+
+
+def corpus_roles(corpus: Path) -> Roles:
+    """The labelled sentence roles of a known corpus ({} for any other corpus)."""
+    for name, path in ROLE_FILES.items():
+        if _same(DATASETS[name].corpus, corpus) and path.is_file():
+            return load_roles(path)
+    return {}

@@ -161,3 +161,44 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     if not values:
         return None
     return float(np.percentile(values, p))
+
+
+# The roles of an abstract's sentences (evals/data/roles-*.jsonl) that state what a
+# paper found or built: what an answer should quote, rather than its motivation.
+ROLES = ("background", "aim", "design", "contribution", "result", "conclusion", "other")
+FINDING_ROLES = frozenset({"contribution", "result", "conclusion"})
+# Words the extractive summary adds when it reports a sentence ("We" -> "The authors").
+_REPORTING = frozenset({"the", "authors", "their", "them", "our"})
+
+
+def quoted_role(
+    sentence: str, labelled: Sequence[tuple[str, str]], min_share: float = 0.8
+) -> str | None:
+    """The role of the labelled abstract sentence that `sentence` quotes: the one
+    with the largest share of its words in `sentence` (at least `min_share`; the
+    summary adds a paper's name and "the authors"), ties to the closer in length.
+    None when it quotes none of them (a model's paraphrase, say)."""
+    words = set(content_words(sentence)) - _REPORTING
+    best, found = (0.0, 0.0), None
+    for text, role in labelled:
+        own = set(content_words(text)) - _REPORTING
+        if not own:
+            continue
+        score = (len(own & words) / len(own), len(own & words) / len(own | words))
+        if score > best:
+            best, found = score, role
+    return found if best[0] >= min_share - 1e-9 else None
+
+
+def role_scores(roles: Sequence[str | None]) -> dict[str, float | None]:
+    """One answer's quoted roles (in answer order; None: quote not found): the share
+    of its found quotes that state findings, the share that is motivation, and
+    whether its first found quote states a finding."""
+    found = [r for r in roles if r is not None]
+    if not found:
+        return {"finding_share": None, "background_share": None, "opens_with_finding": None}
+    return {
+        "finding_share": sum(r in FINDING_ROLES for r in found) / len(found),
+        "background_share": sum(r == "background" for r in found) / len(found),
+        "opens_with_finding": 1.0 if found[0] in FINDING_ROLES else 0.0,
+    }

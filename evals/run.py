@@ -36,7 +36,15 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 
 from evals import metrics as M
-from evals.dataset import DatasetError, EvalSpec, load_dataset, resolve, subset
+from evals.dataset import (
+    DatasetError,
+    EvalSpec,
+    Roles,
+    corpus_roles,
+    load_dataset,
+    resolve,
+    subset,
+)
 from rag.types import Paper, Source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,10 +304,24 @@ def answer_sentences(text: str) -> list[str]:
     return [line[a:b] for line in text.split("\n") for a, b in sentence_spans(line)]
 
 
-def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
+def quoted_roles(text: str, cited: dict[int, str], roles: Roles) -> list[str | None]:
+    """The role of each abstract sentence the answer quotes, in answer order (None
+    where the cited paper has no labels or the sentence quotes none of them)."""
+    out: list[str | None] = []
+    for sentence in answer_sentences(text):
+        ns = M.markers(sentence)
+        if not ns:
+            continue
+        labelled = roles.get(cited.get(ns[0], ""))
+        out.append(M.quoted_role(sentence, labelled) if labelled else None)
+    return out
+
+
+def question_scores(row: dict[str, Any], o: Outcome, roles: Roles | None = None) -> dict[str, Any]:
     """One question's answer metrics, support aside (that needs the encoder).
     Answer metrics of a refused question are None: a refusal is counted by the
-    refusal metrics, not as a wrong answer."""
+    refusal metrics, not as a wrong answer. With `roles` (the corpus's labelled
+    sentence roles), also which roles the answer quotes."""
     gold = row["gold_paper_ids"]
     cited_papers = list(dict.fromkeys(o.cited[n] for n in M.markers(o.text) if n in o.cited))
     answered = not o.refused
@@ -307,6 +329,7 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
     single = answered and row["kind"] == "single"
     multi = answered and row["kind"] == "multi"
     sentences = answer_sentences(o.text) if answered else []
+    quoted = quoted_roles(o.text, o.cited, roles) if answered and roles else []
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -328,6 +351,8 @@ def question_scores(row: dict[str, Any], o: Outcome) -> dict[str, Any]:
         if answered
         else None,
         "must_contain": M.contains(o.text, row.get("must_contain")),
+        "roles": quoted,
+        **M.role_scores(quoted),
         "words": M.words(o.text),
         "cited_papers": cited_papers,
         # A refusal near the corpus names the nearest papers: are the gold ones there?
@@ -372,6 +397,10 @@ def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[s
             if q["refused"] and q.get("nearest") and r["kind"] == "unanswerable"
         ),
         "must_contain_hit_rate": M.mean(q["must_contain"] for q in per_q),
+        "finding_share": M.mean(q.get("finding_share") for q in per_q),
+        "background_share": M.mean(q.get("background_share") for q in per_q),
+        "opens_with_finding": M.mean(q.get("opens_with_finding") for q in per_q),
+        "answers_with_roles": sum(q.get("finding_share") is not None for q in per_q),
         "answer_words_median": M.percentile([q["words"] for q in answered], 50),
         "degraded": sum(q["degraded"] for q in per_q),
     }
@@ -395,10 +424,11 @@ def score_answers(
     papers: dict[str, Paper],
     encoder: Any,
     judge: Any = None,
+    roles: Roles | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     per_q = []
     for row, o in zip(rows, outcomes, strict=True):
-        q = question_scores(row, o)
+        q = question_scores(row, o, roles)
         q["support"] = supported_share(o, papers, encoder)
         if judge is not None and not o.refused:
             q["judge"] = judge.score(row["question"], o.text, o.quotes)
@@ -483,6 +513,7 @@ def evaluate(
     all_foreign = load_dataset(spec.foreign) if spec.foreign is not None else []
     foreign = subset(all_foreign, limit)
     papers = corpus(spec.corpus)
+    roles = corpus_roles(spec.corpus)
     absent = [r["id"] for r in all_rows if set(r["gold_paper_ids"]) - papers.keys()]
     if absent:
         raise DatasetError(
@@ -560,7 +591,7 @@ def evaluate(
             foreign_outcomes = [config.answer(r["question"], llm) for r in foreign]
             spent["foreign"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            answers, per_q = score_answers(rows, outcomes, papers, encoder, judge)
+            answers, per_q = score_answers(rows, outcomes, papers, encoder, judge, roles)
             if spec.foreign is not None:
                 answers.update(foreign_scores(foreign_outcomes))
             spent["scoring"] = time.perf_counter() - t0
@@ -628,6 +659,10 @@ ANSWER_ROWS = [
     ("foreign_refusal_rate", "foreign questions refused (share)"),
     ("foreign_refused_near", "foreign questions refused naming nearest papers"),
     ("must_contain_hit_rate", "must-contain hit rate"),
+    ("finding_share", "quotes stating findings (answers with labelled quotes)"),
+    ("background_share", "quotes restating motivation"),
+    ("opens_with_finding", "answer opens on a finding"),
+    ("answers_with_roles", "answers with labelled quotes"),
     ("answer_words_median", "answer words (median)"),
     ("degraded", "degraded answers"),
     ("judge_faithfulness", "judge: faithfulness"),

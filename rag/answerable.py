@@ -121,6 +121,7 @@ def read_sentences(
     sources: list[Source],
     encoder: SentenceEncoder,
     query_vector: Sequence[float] | None = None,
+    per_paper: int | None = SHORTLIST_PER_PAPER,
 ) -> Reading:
     """Each source's candidate sentences, scored against the question.
 
@@ -153,7 +154,7 @@ def read_sentences(
             if len(s.text) >= 30 and not _BOILERPLATE.search(s.text)
         ]
         closing.update((s.source.paper_id, s.start) for s in own[-CLOSING_SENTENCES:])
-        cands.extend(sorted(own, key=cheap, reverse=True)[:SHORTLIST_PER_PAPER])
+        cands.extend(sorted(own, key=cheap, reverse=True)[:per_paper])
     if not cands:
         return Reading([], [], np.zeros((0, 0), dtype=np.float32), [])
     if intent(question) == "set":

@@ -13,7 +13,6 @@ import pytest
 from ingest.job import IngestJob
 from rag.answerable import intent, topic
 from rag.chain import REFUSAL, Question, build_chain, heuristic_rewrite
-from rag.generate.extractive import rhetoric
 from rag.generate.prompt import format_sources, messages
 from rag.retrieve import topic_weights
 from rag.settings import Settings
@@ -389,39 +388,6 @@ def test_a_set_questions_topic_drops_the_words_about_papers(question, kind, subj
     assert topic(question).startswith(subject)
 
 
-def _sentence(abstract: str, text: str) -> SourceSentence:
-    src = Source(n=1, paper_id="p", title="t", abstract=abstract, url=None, score=1, dense=1)
-    start = abstract.index(text)
-    return SourceSentence(src, start, start + len(text))
-
-
-def test_findings_and_conclusions_outrank_aims_and_methods() -> None:
-    abstract = (
-        "The aim of this study was to assess whether early mobilisation shortens recovery. "
-        "Forty patients were enrolled and randomised to two arms. "
-        "Early mobilisation shortened recovery by three days on average. "
-        "These results suggest that early mobilisation should be routine."
-    )
-    aim, method, finding, conclusion = (
-        _sentence(abstract, s + ".") for s in (x.strip() for x in abstract.split(".")[:4])
-    )
-    assert rhetoric(conclusion) > rhetoric(finding) >= 1.0 > rhetoric(method) > rhetoric(aim)
-
-
-def test_a_closing_call_for_further_study_is_not_taken_for_the_finding() -> None:
-    abstract = (
-        "Recovery after surgery is slow. "
-        "Early mobilisation reduced recovery time by three days on average. "
-        "Further studies with larger and more diverse cohorts are recommended."
-    )
-    finding, future = (_sentence(abstract, s.strip() + ".") for s in abstract.split(".")[1:3])
-    assert rhetoric(future) < 1.0 < rhetoric(finding)  # though the abstract's last sentence
-    text = "Recovery varies. Regression was used to relate recovery time to age. It helped."
-    assert rhetoric(_sentence(text, "Regression was used to relate recovery time to age.")) < 1.0
-    text = "Recovery varies. Bed rest has been considered key to recovery. It helped."
-    assert rhetoric(_sentence(text, "Bed rest has been considered key to recovery.")) < 1.0
-
-
 def test_a_single_paper_question_cites_only_that_paper(chain, sample_store) -> None:
     answer = chain.invoke(
         Question(
@@ -443,7 +409,6 @@ def test_a_set_question_cites_several_papers(chain, sample_store) -> None:
 
 def test_a_paragraph_opens_on_the_sentence_that_answers_best() -> None:
     from rag.generate.extractive import lead_with_best
-    from rag.support import SourceSentence
     from rag.types import Source
 
     abstract = (

@@ -404,6 +404,13 @@ def test_eval_writes_reports_for_citeqa_and_the_baseline(tmp_path) -> None:
     md = (out / "eval-tiny.md").read_text()
     assert "| citation validity |" in md and "| foreign questions refused (share) |" in md
     assert report["configs"]["citeqa"]["questions"][2]["refused"] is True
+    # The sample's sentences are labelled: the answers' quotes are found and their roles read.
+    answered = [q for q in ours["questions"] if not q["refused"]]
+    assert answered and all(q["roles"] and None not in q["roles"] for q in answered)
+    assert all(set(q["roles"]) <= set(M.ROLES) for q in answered)
+    assert ours["answers"]["answers_with_roles"] == len(answered)
+    assert 0.0 <= ours["answers"]["finding_share"] <= 1.0
+    assert "| quotes stating findings" in md
     # The optional LLM judge is never imported by default.
     assert "ragas" not in sys.modules and "evals.judge" not in sys.modules
 

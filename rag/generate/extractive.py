@@ -1,17 +1,20 @@
 """The offline generator: a query-focused extractive summary with citations.
 
-The chain gives it only the papers that answer (rag/answerable.py). Their
-candidate sentences are scored by embedding similarity to the question plus
-term overlap, weighted by rhetorical role (findings and conclusions over aims,
-methods and background); each paper's best sentence is taken first, then more
-by maximal marginal relevance (relevant, not redundant, at most two per paper,
-one when three or more papers answer). When one or two papers answer, each
-one's conclusion (the closer to the question of its last two sentences, where
-abstracts in every field state what they found) joins its best sentence unless
-it is far off the question. The summary groups the picked sentences
-by paper, each paper's best sentence first (what it found, not its setting)
-and the rest in the abstract's order, names the paper once, turns the authors'
-"we" into "the authors", and ends each sentence with its paper's marker.
+The chain gives it only the papers that answer (rag/answerable.py). All their
+sentences are scored by embedding similarity to the question plus term
+overlap, weighted by the chance that the sentence states a finding rather than
+its setting (rag/roles.py: a fitted model; motivation, aims and design count
+down to `ROLE_FLOOR` of their closeness); each paper's best sentence is taken
+first, then more by maximal marginal relevance (relevant, not redundant, at
+most two per paper, one when three or more papers answer). When one or two
+papers answer, each one's sentence closest to the question (whatever its role:
+it holds the fact a question of fact asks for) and its conclusion (the closer
+to the question of its last two sentences, where abstracts in every field
+state what they found) join its best sentence unless the conclusion is far off
+the question. The summary groups the picked sentences by paper, each paper's
+best sentence first (what it found, not its setting) and the rest in the
+abstract's order, names the paper once, turns the authors' "we" into "the
+authors", and ends each sentence with its paper's marker.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, ClassVar
 
 from rag.answerable import read_sentences
 from rag.mmr import mmr_select
+from rag.roles import finding_probability
 from rag.settings import Settings
 from rag.support import SentenceEncoder, SourceSentence
 from rag.text import place_markers
@@ -31,7 +35,7 @@ from rag.types import Source
 
 MAX_SENTENCES = 6
 MAX_PER_PAPER = 2
-SOLE_PAPER = 3  # sentences when one paper answers: its finding and its conclusion
+SOLE_PAPER = 3  # one paper answers: its finding, the closest sentence, its conclusion
 CLOSING_FLOOR = 0.5  # a conclusion at least this share as close as the paper's best sentence
 REDUNDANT = 0.85  # cosine above which a sentence repeats one already picked
 RELATIVE_FLOOR = 0.7  # keep sentences scoring at least this share of the best one
@@ -68,7 +72,10 @@ class ExtractiveGenerator:
     ) -> list[SourceSentence]:
         """The sentences that answer `question`; `query_vector` is its embedding when
         retrieval already made one (saves embedding the question twice)."""
-        read = read_sentences(question, sources, self.encoder, query_vector)
+        # Every sentence of the few papers that answer: a finding that shares few of
+        # the question's words is still a candidate (the gate's pass over the top
+        # papers has pooled most of their vectors already).
+        read = read_sentences(question, sources, self.encoder, query_vector, per_paper=None)
         if not read.sentences:
             return []
         # The chain passes only the papers that answer (rag/answerable.py decides, by
@@ -80,8 +87,8 @@ class ExtractiveGenerator:
             if src.paper_id in {s.source.paper_id for s in read.sentences}
         ]
         scored = [
-            _Candidate(s, t * rhetoric(s), t)
-            for s, t in zip(read.sentences, read.topical, strict=True)
+            _Candidate(s, t * r, t)
+            for s, t, r in zip(read.sentences, read.topical, rhetoric(read.sentences), strict=True)
         ]
         vecs = read.vectors
         # Each kept paper answers: its sentences compete with its own best, not with
@@ -115,6 +122,10 @@ class ExtractiveGenerator:
             for pid in kept
         ]
         if cap >= MAX_PER_PAPER:
+            # The sentence closest to the question joins the paper's best finding, whatever
+            # its role: it holds the fact a question of fact asks for ("at what rate ..."),
+            # and the answer still opens on the finding. Then the paper's conclusion.
+            firsts += self._closest(scored, kept, firsts)
             firsts += self._conclusions(scored, read.closing, kept, firsts)
         for i in firsts:
             picked(i)
@@ -129,6 +140,19 @@ class ExtractiveGenerator:
         )
         chosen.sort(key=lambda i: rank[scored[i].sentence.source.paper_id])
         return [scored[i].sentence for i in chosen]
+
+    @staticmethod
+    def _closest(scored: list[_Candidate], kept: list[str], firsts: list[int]) -> list[int]:
+        """Each paper's sentence closest to the question, unless already picked."""
+        out = []
+        for pid in kept:
+            i = max(
+                (i for i, c in enumerate(scored) if c.sentence.source.paper_id == pid),
+                key=lambda i: scored[i].topical,
+            )
+            if i not in firsts and i not in out:
+                out.append(i)
+        return out
 
     @staticmethod
     def _conclusions(
@@ -211,73 +235,16 @@ def lead_with_best(sents: list[SourceSentence]) -> list[SourceSentence]:
     return ordered[b:end] + ordered[:b] + ordered[end:]
 
 
-_FINDING = re.compile(
-    r"\b(we (show|find|found|prove|demonstrate|observe|establish|argue)|results (show|indicate|"
-    r"suggest|demonstrate)|experiments (show|demonstrate)|(this|which) (suggests|shows|explains)|"
-    r"outperform|achiev|improv|reduc|we propose|we introduce|we present)",
-    re.I,
-)
-_BACKGROUND = re.compile(
-    r"^(despite|however|although|while|recent|in recent years)|\b(remains? (largely )?"
-    r"(unexplored|unclear|open|elusive|poorly understood)|little is known|not (yet )?(fully )?"
-    r"understood|long-standing|challenge)|\b(has|have) (been (considered|proposed|widely|"
-    r"extensively|increasingly|commonly|traditionally)|(attracted|received|gained) )",
-    re.I,
-)
-# What a study set out to do, and how: the setting of a finding, not the finding.
-_AIM = re.compile(
-    r"\b(the (aims?|purposes?|objectives?|goals?) of (this|the present|our|the) (study|work|"
-    r"paper|review|trial)|we (aimed|sought|set out)|(this|the present) study (aimed|sought|was "
-    r"designed)|was (to|designed to) (investigate|evaluate|assess|determine|examine|compare))",
-    re.I,
-)
-_METHOD = re.compile(
-    r"\b((were|was) (enrolled|recruited|randomi[sz]ed|performed|conducted|carried out|"
-    r"undertaken)|(was|were) used to|retrospective(ly)? review|we (retrospectively )?(reviewed|"
-    r"enrolled|recruited))",
-    re.I,
-)
-# What is left for later work: said where a finding would be, but not a finding.
-_FUTURE = re.compile(
-    r"\b(further|future|more|additional|larger) (\w+ ){0,3}(studies|research|work|trials|"
-    r"investigations?)\b[^.;]{0,80}\b(needed|required|warranted|recommended|necessary|should|"
-    r"will be|would be)\b|\bremains? to be (determined|established|seen|elucidated)\b",
-    re.I,
-)
-# How abstracts in most fields state what they concluded.
-_CONCLUSION = re.compile(
-    r"^(in conclusion|in summary|to conclude|overall|taken together|together,)|\b(we conclude|"
-    r"(these|our) (results|findings|data) (suggest|indicate|show|demonstrate|support)|"
-    r"(suggests?|indicates?) that|appears? to be|should be (considered|used))",
-    re.I,
-)
-FINDING, BACKGROUND, OPENING = 1.08, 0.8, 0.9
-AIM, METHOD, FUTURE, CONCLUSION, CLOSING = 0.75, 0.9, 0.75, 1.08, 1.25
+ROLE_FLOOR = 0.4  # a sentence surely not a finding counts this share of its closeness
 
 
-def rhetoric(c: SourceSentence) -> float:
+def rhetoric(sentences: Sequence[SourceSentence]) -> list[float]:
     """Findings, conclusions and contributions answer questions; background,
-    motivation, aims, methods and calls for further study rarely do. An abstract's
-    closing sentence is usually its conclusion, in every field."""
-    factor = 1.0
-    text = c.text
-    if _FINDING.search(text):
-        factor *= FINDING
-    if _BACKGROUND.search(text):
-        factor *= BACKGROUND
-    if _AIM.search(text):
-        factor *= AIM
-    if _METHOD.search(text):
-        factor *= METHOD
-    if _FUTURE.search(text):
-        factor *= FUTURE
-    if _CONCLUSION.search(text):
-        factor *= CONCLUSION
-    if c.start == 0:
-        factor *= OPENING  # the opening sentence is usually the field's setting
-    elif not c.source.abstract[c.end :].strip():
-        factor *= CLOSING
-    return factor
+    motivation, aims, methods and calls for further study rarely do: each
+    sentence's closeness to the question is weighted by the chance that it states
+    a finding (rag/roles.py), from `ROLE_FLOOR` to 1."""
+    p = finding_probability(sentences, None)
+    return [ROLE_FLOOR + (1.0 - ROLE_FLOOR) * float(v) for v in p]
 
 
 def paper_label(source: Source) -> str:
