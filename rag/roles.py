@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -172,8 +171,3 @@ def finding_probability(
     m = m or model()
     rows = [cue_features(s.text, *place(s.source.abstract, s.start)) for s in sentences]
     return m.probabilities(rows, vectors)
-
-
-def logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
