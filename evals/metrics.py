@@ -176,7 +176,8 @@ def quoted_role(
 ) -> str | None:
     """The role of the labelled abstract sentence that `sentence` quotes: the one
     with the largest share of its words in `sentence` (at least `min_share`; the
-    summary adds a paper's name and "the authors"), ties to the closer in length.
+    summary adds a paper's name and "the authors"), ties to the one with the larger
+    share of the two sentences' words in common (Jaccard).
     None when it quotes none of them (a model's paraphrase, say)."""
     words = set(content_words(sentence)) - _REPORTING
     best, found = (0.0, 0.0), None

@@ -94,9 +94,8 @@ PLACES = ("opening", "closing", "place")
 
 def place(abstract: str, start: int) -> tuple[int, int]:
     """(index, count) of the sentence starting at `start` among the abstract's."""
-    spans = sentence_spans(abstract)
-    starts = [a for a, _ in spans]
-    return max(bisect.bisect_right(starts, start) - 1, 0), len(spans)
+    spans = sentence_spans(abstract)  # cached: no list of starts built per sentence
+    return max(bisect.bisect_right(spans, start, key=lambda span: span[0]) - 1, 0), len(spans)
 
 
 def cue_features(text: str, index: int, count: int) -> dict[str, float]:
