@@ -22,21 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evals.dataset import cached_rows
+from evals.fit import logistic
 from rag.answerable import (
     FEATURES,
     WEIGHTS,
     Evidence,
-    Model,
     features,
     intent,
     read_sentences,
 )
+from rag.fitted import LinearModel
 from rag.types import Source
 
 ANSWERABLE = ("single", "multi", "fact")
@@ -123,40 +125,18 @@ def with_features(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _matrix(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = np.array([[r["features"][f] for f in FEATURES] for r in rows], dtype=float)
-    y = np.array([r["label"] for r in rows])
-    # Each corpus weighs the same in total, whatever its number of questions.
-    per = {c: sum(1 for r in rows if r["corpus"] == c) for c in {r["corpus"] for r in rows}}
-    w = np.array([len(rows) / (len(per) * per[r["corpus"]]) for r in rows])
-    return x, y, w
-
-
-def fit(rows: list[dict[str, Any]], threshold: float | None = None) -> Model:
-    from sklearn.linear_model import LogisticRegression
-
-    x, y, w = _matrix(rows)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    clf = LogisticRegression(C=1.0, max_iter=1000)
-    clf.fit((x - mean) / scale, y, sample_weight=w)
-    m = Model(
-        weights={f: float(c) for f, c in zip(FEATURES, clf.coef_[0], strict=True)},
-        bias=float(clf.intercept_[0]),
-        threshold=0.5,
-        mean={f: float(v) for f, v in zip(FEATURES, mean, strict=True)},
-        scale={f: float(v) for f, v in zip(FEATURES, scale, strict=True)},
-    )
+def fit(rows: list[dict[str, Any]], threshold: float | None = None) -> LinearModel:
+    m, _ = logistic(rows, FEATURES, c=1.0)
     if threshold is None:
-        threshold = best_threshold(rows, m)
-    return Model(m.weights, m.bias, threshold, m.mean, m.scale)
+        threshold = best_threshold(rows, replace(m, threshold=0.5))
+    return replace(m, threshold=threshold)
 
 
 def kept_by_question(
-    rows: list[dict[str, Any]], m: Model, threshold: float | None = None
+    rows: list[dict[str, Any]], m: LinearModel, threshold: float | None = None
 ) -> dict[tuple[str, str], set[int]]:
     """The row indices each question keeps (at least its most probable paper)."""
-    t = m.threshold if threshold is None else threshold
+    t = threshold if threshold is not None else m.threshold if m.threshold is not None else 0.5
     by_q: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(rows):
         by_q.setdefault((r["corpus"], r["qid"]), []).append(i)
@@ -199,7 +179,7 @@ def _objective(rows: list[dict[str, Any]], kept: dict[tuple[str, str], set[int]]
     return statistics.mean(statistics.mean(v) for v in per_corpus.values())
 
 
-def best_threshold(rows: list[dict[str, Any]], m: Model) -> float:
+def best_threshold(rows: list[dict[str, Any]], m: LinearModel) -> float:
     grid = [round(t, 2) for t in np.arange(0.2, 0.81, 0.05)]
     return max(grid, key=lambda t: _objective(rows, kept_by_question(rows, m, t)))
 

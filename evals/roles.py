@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evals.dataset import ROLE_FILES
+from evals.fit import logistic
 from evals.metrics import FINDING_ROLES
-from rag.roles import FEATURES, WEIGHTS, Model, cue_features
+from rag.fitted import LinearModel
+from rag.roles import FEATURES, WEIGHTS, cue_features
 
 FEATURE_SETS = ("cues", "cues+embedding")
 C_GRID = (0.03, 0.1, 0.3, 1.0)
@@ -64,39 +67,35 @@ def vectors(rows: list[dict[str, Any]]) -> np.ndarray:
     return SentenceEncoder(make_embeddings(Settings())).encode([r["text"] for r in rows])
 
 
-def fit(rows: list[dict[str, Any]], vecs: np.ndarray | None, c: float = 1.0) -> Model:
-    """A logistic regression on the rows (and their vectors, if given); each corpus
-    weighs the same. The vectors' standardisation is folded into their weights, so
-    the model reads raw unit vectors."""
-    from sklearn.linear_model import LogisticRegression
+@dataclass(frozen=True)
+class WithEmbedding:
+    """The cue model plus weights on the sentence's unit vector: a feature set the
+    held-out figures compare with the shipped one, not shipped (see `FIT_C`)."""
 
-    x = np.array([[r["features"][f] for f in FEATURES] for r in rows], dtype=float)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    parts = [(x - mean) / scale]
-    if vecs is not None:
-        v_mean, v_scale = vecs.mean(axis=0), vecs.std(axis=0)
-        v_scale[v_scale == 0] = 1.0
-        parts.append((vecs - v_mean) / v_scale)
-    y = np.array([r["label"] for r in rows])
-    per = {k: sum(r["corpus"] == k for r in rows) for k in {r["corpus"] for r in rows}}
-    w = np.array([len(rows) / (len(per) * per[r["corpus"]]) for r in rows])
-    clf = LogisticRegression(C=c, max_iter=5000)
-    clf.fit(np.hstack(parts), y, sample_weight=w)
-    coef = clf.coef_[0]
-    bias = float(clf.intercept_[0])
-    embedding = None
-    if vecs is not None:
-        e = coef[len(FEATURES) :] / v_scale
-        bias -= float(e @ v_mean)
-        embedding = e
-    return Model(
-        weights={f: float(v) for f, v in zip(FEATURES, coef[: len(FEATURES)], strict=True)},
-        embedding=embedding,
-        bias=bias,
-        mean={f: float(v) for f, v in zip(FEATURES, mean, strict=True)},
-        scale={f: float(v) for f, v in zip(FEATURES, scale, strict=True)},
-    )
+    cues: LinearModel
+    embedding: np.ndarray
+
+    def probabilities(self, rows: list[dict[str, float]], vecs: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.cues.logits(rows) + vecs @ self.embedding)))
+
+
+def fit(
+    rows: list[dict[str, Any]], vecs: np.ndarray | None, c: float = 1.0
+) -> LinearModel | WithEmbedding:
+    """A logistic regression on the rows' cues and place (and their vectors, if
+    given); each corpus weighs the same."""
+    m, embedding = logistic(rows, FEATURES, c, extra=vecs)
+    return m if embedding is None else WithEmbedding(m, embedding)
+
+
+def predict(
+    m: LinearModel | WithEmbedding, rows: list[dict[str, Any]], vecs: np.ndarray | None
+) -> np.ndarray:
+    features = [r["features"] for r in rows]
+    if isinstance(m, WithEmbedding):
+        assert vecs is not None
+        return m.probabilities(features, vecs)
+    return m.probabilities(features)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -136,8 +135,8 @@ def held_out(
     for f in range(k):
         train, test = folds != f, folds == f
         m = fit([r for r, t in zip(rows, train, strict=True) if t], _take(vecs, train), c)
-        probs[test] = m.probabilities(
-            [r["features"] for r, t in zip(rows, test, strict=True) if t], _take(vecs, test)
+        probs[test] = predict(
+            m, [r for r, t in zip(rows, test, strict=True) if t], _take(vecs, test)
         )
     out: dict[str, Any] = {}
     for corpus in ROLE_FILES:
@@ -148,7 +147,7 @@ def held_out(
         m = fit([r for r, t in zip(rows, ~mask, strict=True) if t], _take(vecs, ~mask), c)
         test = [r for r, t in zip(rows, mask, strict=True) if t]
         out[f"{corpus} (fitted on the other corpus)"] = scored(
-            test, m.probabilities([r["features"] for r in test], _take(vecs, mask))
+            test, predict(m, test, _take(vecs, mask))
         )
     return out
 
@@ -185,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(report, indent=1))
     if args.fit:
         m = fit(rows, None, FIT_C)
+        assert isinstance(m, LinearModel)
         args.to.write_text(json.dumps(m.to_json(), indent=1) + "\n")
         print(f"wrote {args.to}")
     return 0

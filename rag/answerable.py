@@ -24,17 +24,16 @@ changes no code. Nothing here names a corpus.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from rag import fitted
+from rag.fitted import LinearModel
 from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
 from rag.text import terms
 from rag.types import Source
@@ -215,57 +214,22 @@ def features(evidence: list[Evidence], question_intent: str) -> list[dict[str, f
 FEATURES = tuple(features([Evidence(Source(1, "p", "", "", None, 0.0, 0.0), 1.0)], "single")[0])
 
 
-@dataclass(frozen=True)
-class Model:
-    weights: dict[str, float]
-    bias: float
-    threshold: float
-    mean: dict[str, float]
-    scale: dict[str, float]
-
-    def probability(self, row: dict[str, float]) -> float:
-        z = self.bias + sum(
-            w * (row[f] - self.mean[f]) / self.scale[f] for f, w in self.weights.items()
-        )
-        return 1.0 / (1.0 + math.exp(-z))
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "features": list(self.weights),
-            "weights": self.weights,
-            "bias": self.bias,
-            "threshold": self.threshold,
-            "mean": self.mean,
-            "scale": self.scale,
-        }
-
-
-def _model(data: dict[str, Any]) -> Model:
-    return Model(
-        weights={f: float(w) for f, w in data["weights"].items()},
-        bias=float(data["bias"]),
-        threshold=float(data["threshold"]),
-        mean={f: float(v) for f, v in data["mean"].items()},
-        scale={f: float(v) for f, v in data["scale"].items()},
-    )
-
-
-@cache
-def model(path: Path = WEIGHTS) -> Model:
+def model(path: Path = WEIGHTS) -> LinearModel:
     """Does this paper answer the question?"""
-    return _model(json.loads(path.read_text()))
+    return fitted.load(path)
 
 
-def answering(evidence: list[Evidence], question: str, m: Model | None = None) -> list[str]:
+def answering(evidence: list[Evidence], question: str, m: LinearModel | None = None) -> list[str]:
     """The ids of the papers that answer, most likely first. The best paper always
     stays (the gate already decided the corpus covers the question)."""
     if not evidence:
         return []
     m = m or model()
     rows = features(evidence, intent(question))
-    probs = [m.probability(r) for r in rows]
+    probs = m.probabilities(rows)
     order = sorted(range(len(evidence)), key=lambda i: probs[i], reverse=True)
-    kept = [i for i in order if probs[i] >= m.threshold] or order[:1]
+    threshold = 0.5 if m.threshold is None else m.threshold
+    kept = [i for i in order if probs[i] >= threshold] or order[:1]
     return [evidence[i].source.paper_id for i in kept]
 
 

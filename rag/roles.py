@@ -13,8 +13,7 @@ contribution, a result or a conclusion) from:
   "remains unclear", "the aim of this study was", "were enrolled", "further
   studies are needed", "these results suggest");
 - its place in the abstract (the opening sentence is usually the setting, the
-  closing one the conclusion);
-- its embedding, which the answer step has already computed for ranking.
+  closing one the conclusion).
 
 The weights are a logistic regression fitted on sentences of both dev corpora
 labelled with their role by reading (`evals/data/roles-*.jsonl`) by
@@ -26,16 +25,14 @@ beside this module, so refitting changes no code.
 from __future__ import annotations
 
 import bisect
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from rag import fitted
+from rag.fitted import LinearModel
 from rag.support import SourceSentence
 from rag.text import sentence_spans
 
@@ -110,63 +107,16 @@ def cue_features(text: str, index: int, count: int) -> dict[str, float]:
 FEATURES = tuple(cue_features("", 0, 1))
 
 
-@dataclass(frozen=True)
-class Model:
-    weights: dict[str, float]
-    """Weights of the cue and place features (standardised by mean and scale)."""
-    embedding: np.ndarray | None
-    """Weights of the sentence's unit vector, or None when the model reads no vector."""
-    bias: float
-    mean: dict[str, float]
-    scale: dict[str, float]
-
-    def logits(self, rows: Sequence[dict[str, float]], vectors: np.ndarray | None) -> np.ndarray:
-        z = np.full(len(rows), self.bias, dtype=np.float64)
-        for f, w in self.weights.items():
-            z += w * (np.array([r[f] for r in rows]) - self.mean[f]) / self.scale[f]
-        if self.embedding is not None and vectors is not None and len(rows):
-            z += np.asarray(vectors, dtype=np.float64) @ self.embedding
-        return z
-
-    def probabilities(
-        self, rows: Sequence[dict[str, float]], vectors: np.ndarray | None
-    ) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits(rows, vectors)))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "features": list(self.weights),
-            "weights": self.weights,
-            "embedding": None if self.embedding is None else [float(v) for v in self.embedding],
-            "bias": self.bias,
-            "mean": self.mean,
-            "scale": self.scale,
-        }
-
-
-def model_from_json(data: dict[str, Any]) -> Model:
-    emb = data.get("embedding")
-    return Model(
-        weights={f: float(w) for f, w in data["weights"].items()},
-        embedding=None if emb is None else np.asarray(emb, dtype=np.float64),
-        bias=float(data["bias"]),
-        mean={f: float(v) for f, v in data["mean"].items()},
-        scale={f: float(v) for f, v in data["scale"].items()},
-    )
-
-
-@cache
-def model(path: Path = WEIGHTS) -> Model:
+def model(path: Path = WEIGHTS) -> LinearModel:
     """Does this sentence state a finding?"""
-    return model_from_json(json.loads(path.read_text()))
+    return fitted.load(path)
 
 
 def finding_probability(
-    sentences: Sequence[SourceSentence], vectors: np.ndarray | None, m: Model | None = None
+    sentences: Sequence[SourceSentence], m: LinearModel | None = None
 ) -> np.ndarray:
     """For each sentence, the probability that it states a finding (what its paper
-    built, found or concluded) rather than its setting; `vectors` are the sentences'
-    unit embeddings, row for row."""
+    built, found or concluded) rather than its setting."""
     m = m or model()
     rows = [cue_features(s.text, *place(s.source.abstract, s.start)) for s in sentences]
-    return m.probabilities(rows, vectors)
+    return m.probabilities(rows)

@@ -243,7 +243,7 @@ def rhetoric(sentences: Sequence[SourceSentence]) -> list[float]:
     motivation, aims, methods and calls for further study rarely do: each
     sentence's closeness to the question is weighted by the chance that it states
     a finding (rag/roles.py), from `ROLE_FLOOR` to 1."""
-    p = finding_probability(sentences, None)
+    p = finding_probability(sentences)
     return [ROLE_FLOOR + (1.0 - ROLE_FLOOR) * float(v) for v in p]
 
 
