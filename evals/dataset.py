@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.metrics import Roles
 from rag.settings import SAMPLE_CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +103,6 @@ ROLE_FILES = {
     "sample": DEV_SET.with_name("roles-sample.jsonl"),
     "pubmedqa": DEV_SET.with_name("roles-pubmedqa.jsonl"),
 }
-Roles = dict[str, list[tuple[str, str]]]
-"""paper id -> its abstract's labelled sentences, (text, role), in order."""
 
 # The questions a corpus must refuse: the other field's dev set.
 FOREIGN = {"sample": "pubmedqa", "pubmedqa": "sample"}

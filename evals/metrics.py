@@ -169,26 +169,64 @@ ROLES = ("background", "aim", "design", "contribution", "result", "conclusion", 
 FINDING_ROLES = frozenset({"contribution", "result", "conclusion"})
 # Words the extractive summary adds when it reports a sentence ("We" -> "The authors").
 _REPORTING = frozenset({"the", "authors", "their", "them", "our"})
+Roles = dict[str, list[tuple[str, str]]]
+"""paper id -> its abstract's labelled sentences, (text, role), in order."""
 
 
-def quoted_role(
+def quoted_index(
     sentence: str, labelled: Sequence[tuple[str, str]], min_share: float = 0.8
-) -> str | None:
-    """The role of the labelled abstract sentence that `sentence` quotes: the one
-    with the largest share of its words in `sentence` (at least `min_share`; the
-    summary adds a paper's name and "the authors"), ties to the one with the larger
-    share of the two sentences' words in common (Jaccard).
+) -> int | None:
+    """Which labelled abstract sentence `sentence` quotes (its index): the one with
+    the largest share of its words in `sentence` (at least `min_share`; the summary
+    adds a paper's name and "the authors"), ties to the one with the larger share of
+    the two sentences' words in common (Jaccard).
     None when it quotes none of them (a model's paraphrase, say)."""
     words = set(content_words(sentence)) - _REPORTING
     best, found = (0.0, 0.0), None
-    for text, role in labelled:
+    for i, (text, _) in enumerate(labelled):
         own = set(content_words(text)) - _REPORTING
         if not own:
             continue
         score = (len(own & words) / len(own), len(own & words) / len(own | words))
         if score > best:
-            best, found = score, role
+            best, found = score, i
     return found if best[0] >= min_share - 1e-9 else None
+
+
+def quoted_role(
+    sentence: str, labelled: Sequence[tuple[str, str]], min_share: float = 0.8
+) -> str | None:
+    """The role of the labelled abstract sentence that `sentence` quotes (None: none)."""
+    i = quoted_index(sentence, labelled, min_share)
+    return None if i is None else labelled[i][1]
+
+
+# An abstract sentence whose subject is named in the sentence before it ("This
+# decomposition ...", "It also ...", "These data ..."), not the paper itself ("This
+# study ...") nor an "it" standing for what follows ("It is concluded that ...").
+_BACK = re.compile(
+    r"^(this|these|those|such|it|its|they|their|them)\b"
+    r"(?!( [\w,-]+){0,3}? (paper|study|studies|work|article|trial|review|analysis|report)\b)",
+    re.I,
+)
+_IT_FORWARD = re.compile(r"^it (\w+ ){0,3}(that|to|whether)\b", re.I)
+
+
+def dangling(quotes: Sequence[tuple[str, int] | None], roles: Roles) -> float | None:
+    """1.0 when the answer quotes a sentence that refers back to one it does not give
+    just before it, else 0.0. `quotes`: the answer's quotes in order, each (paper id,
+    index among that paper's labelled sentences), None where not found."""
+    found = False
+    for k, q in enumerate(quotes):
+        if q is None:
+            continue
+        found = True
+        pid, i = q
+        text = roles[pid][i][0]
+        if i > 0 and _BACK.match(text) and not _IT_FORWARD.match(text):
+            if k == 0 or quotes[k - 1] != (pid, i - 1):
+                return 1.0
+    return 0.0 if found else None
 
 
 def role_scores(roles: Sequence[str | None]) -> dict[str, float | None]:

@@ -304,16 +304,18 @@ def answer_sentences(text: str) -> list[str]:
     return [line[a:b] for line in text.split("\n") for a, b in sentence_spans(line)]
 
 
-def quoted_roles(text: str, cited: dict[int, str], roles: Roles) -> list[str | None]:
-    """The role of each abstract sentence the answer quotes, in answer order (None
-    where the cited paper has no labels or the sentence quotes none of them)."""
-    out: list[str | None] = []
+def quoted(text: str, cited: dict[int, str], roles: Roles) -> list[tuple[str, int] | None]:
+    """The labelled abstract sentence each answer sentence quotes, in answer order, as
+    (paper id, index); None where the cited paper has no labels or the sentence quotes
+    none of them."""
+    out: list[tuple[str, int] | None] = []
     for sentence in answer_sentences(text):
         ns = M.markers(sentence)
         if not ns:
             continue
-        labelled = roles.get(cited.get(ns[0], ""))
-        out.append(M.quoted_role(sentence, labelled) if labelled else None)
+        pid = cited.get(ns[0], "")
+        i = M.quoted_index(sentence, roles[pid]) if roles.get(pid) else None
+        out.append(None if i is None else (pid, i))
     return out
 
 
@@ -329,7 +331,8 @@ def question_scores(row: dict[str, Any], o: Outcome, roles: Roles | None = None)
     single = answered and row["kind"] == "single"
     multi = answered and row["kind"] == "multi"
     sentences = answer_sentences(o.text) if answered else []
-    quoted = quoted_roles(o.text, o.cited, roles) if answered and roles else []
+    quotes = quoted(o.text, o.cited, roles) if answered and roles else []
+    roles_quoted = [None if q is None else roles[q[0]][q[1]][1] for q in quotes] if roles else []
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -351,8 +354,10 @@ def question_scores(row: dict[str, Any], o: Outcome, roles: Roles | None = None)
         if answered
         else None,
         "must_contain": M.contains(o.text, row.get("must_contain")),
-        "roles": quoted,
-        **M.role_scores(quoted),
+        "roles": roles_quoted,
+        **M.role_scores(roles_quoted),
+        # A quote that leans on a sentence the answer leaves out ("This decomposition ...").
+        "dangling": M.dangling(quotes, roles) if roles else None,
         "words": M.words(o.text),
         "cited_papers": cited_papers,
         # A refusal near the corpus names the nearest papers: are the gold ones there?
@@ -401,6 +406,7 @@ def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[s
         "background_share": M.mean(q.get("background_share") for q in per_q),
         "opens_with_finding": M.mean(q.get("opens_with_finding") for q in per_q),
         "answers_with_roles": sum(q.get("finding_share") is not None for q in per_q),
+        "dangling": M.mean(q.get("dangling") for q in per_q),
         "answer_words_median": M.percentile([q["words"] for q in answered], 50),
         "degraded": sum(q["degraded"] for q in per_q),
     }
@@ -663,6 +669,7 @@ ANSWER_ROWS = [
     ("background_share", "quotes restating motivation"),
     ("opens_with_finding", "answer opens on a finding"),
     ("answers_with_roles", "answers with labelled quotes"),
+    ("dangling", "answers quoting a sentence that refers back to one left out"),
     ("answer_words_median", "answer words (median)"),
     ("degraded", "degraded answers"),
     ("judge_faithfulness", "judge: faithfulness"),

@@ -17,7 +17,7 @@ from rag.generate.prompt import format_sources, messages
 from rag.retrieve import topic_weights
 from rag.settings import Settings
 from rag.store import open_store
-from rag.support import SourceSentence
+from rag.support import SentenceEncoder, SourceSentence, source_sentences
 from rag.text import specificity, terms
 from rag.types import Filters, Source
 from rag.warmup import warm_sentences
@@ -438,3 +438,50 @@ def test_a_paragraph_opens_on_the_sentence_that_answers_best() -> None:
     assert lead_with_best([leaning, finding]) == [finding, leaning]
     # Already first in the abstract: nothing moves.
     assert lead_with_best([setting, third, prior]) == [setting, prior, third]
+
+
+REFERRING = (
+    "We study label noise in deep networks trained on web data. "
+    "Theoretically, we decompose the objective into a bias and a variance term. "
+    "We analyze it for single models and for co-teaching. "
+    "This decomposition gives three insights into why networks overfit noisy labels. "
+    "This study used four benchmarks with real-world label noise. "
+    "It is concluded that feature compression helps against label noise."
+)
+
+
+def test_a_quote_that_refers_back_brings_the_sentence_it_refers_to() -> None:
+    from rag.generate.extractive import _Candidate, with_antecedents
+
+    src = Source(1, "p", "t", REFERRING, None, 0.0, 0.0)
+    scored = [_Candidate(s, 1.0, 1.0) for s in source_sentences(src)]
+    study, decompose, analyze, insights, benchmarks, concluded = range(6)
+    # "This decomposition" needs "We analyze it", which needs the decomposition itself.
+    assert with_antecedents(scored, [insights]) == [insights, analyze, decompose]
+    assert sorted(with_antecedents(scored, [insights, analyze])) == [decompose, analyze, insights]
+    # A paper speaking of itself, and an "it" that stands for what follows, need nothing.
+    assert with_antecedents(scored, [benchmarks, concluded]) == [benchmarks, concluded]
+    assert with_antecedents(scored, [study]) == [study]
+
+
+def test_an_extractive_answer_quotes_no_sentence_without_the_one_it_refers_to(
+    embeddings,
+) -> None:
+    from rag.generate.extractive import ExtractiveGenerator, _refers_back
+
+    src = Source(1, "p", "Compressing features", REFERRING, None, 1.0, 1.0)
+    gen = ExtractiveGenerator(None, SentenceEncoder(embeddings))
+    picked = gen.select("What insights explain why networks overfit noisy labels?", [src])
+    starts = [s.start for s in source_sentences(src)]
+    assert any(s.text.startswith("This decomposition") for s in picked)
+    for s in picked:
+        if _refers_back(s.text):
+            before = starts[starts.index(s.start) - 1]
+            assert before in {p.start for p in picked}, s.text
+    # In the answer, each is read right after the sentence it refers to.
+    text = gen.compose(picked)
+    assert (
+        text.index("decompose the objective")
+        < text.index("analyze it")
+        < text.index("This decomposition")
+    )

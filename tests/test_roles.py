@@ -164,3 +164,19 @@ def test_role_scores() -> None:
         "opens_with_finding": 0.0,
     }
     assert M.role_scores([None])["finding_share"] is None
+
+
+def test_an_answer_dangles_when_it_quotes_a_sentence_without_the_one_it_refers_to() -> None:
+    roles = {
+        "p": [
+            ("We decompose the objective into bias and variance.", "design"),
+            ("This decomposition explains why networks overfit.", "result"),
+            ("It is concluded that compression helps.", "conclusion"),
+            ("This study used four benchmarks.", "design"),
+        ]
+    }
+    assert M.dangling([("p", 1)], roles) == 1.0
+    assert M.dangling([("p", 0), ("p", 1)], roles) == 0.0
+    assert M.dangling([("p", 1), ("p", 0)], roles) == 1.0  # given, but after it
+    assert M.dangling([("p", 2), ("p", 3), None], roles) == 0.0
+    assert M.dangling([None], roles) is None

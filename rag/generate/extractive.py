@@ -14,7 +14,9 @@ state what they found) join its best sentence unless the conclusion is far off
 the question. The summary groups the picked sentences by paper, each paper's
 best sentence first (what it found, not its setting) and the rest in the
 abstract's order, names the paper once, turns the authors' "we" into "the
-authors", and ends each sentence with its paper's marker.
+authors", and ends each sentence with its paper's marker. A picked sentence whose
+subject is named in the sentence before it ("This decomposition provides ...")
+brings that sentence along, so no quote reads as a riddle.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from rag.mmr import mmr_select
 from rag.roles import finding_probability
 from rag.settings import Settings
 from rag.support import SentenceEncoder, SourceSentence
-from rag.text import place_markers
+from rag.text import place_markers, sentence_spans
 from rag.types import Source
 
 MAX_SENTENCES = 6
@@ -138,6 +140,7 @@ class ExtractiveGenerator:
             on_pick=picked,
             chosen=firsts,
         )
+        chosen = with_antecedents(scored, chosen)
         chosen.sort(key=lambda i: rank[scored[i].sentence.source.paper_id])
         return [scored[i].sentence for i in chosen]
 
@@ -211,6 +214,60 @@ _LEANS_BACK = re.compile(
     r"under (this|these)|with (this|these)|in (this|such) (case|cases|setting|way))\b",
     re.I,
 )
+
+
+# A sentence whose subject is something named in the sentence before it ("This
+# decomposition provides ...", "It also ...", "Such models ..."): quoted alone, it
+# reads as a riddle. A paper speaking of itself ("This study ...") is not one.
+_REFERS_BACK = re.compile(
+    r"^(this|these|those|that|such|it|its|they|their|them|the latter|the former)\b"
+    r"(?!( [\w,-]+){0,3}? (paper|study|studies|work|article|trial|review|analysis|report|"
+    r"survey|research|letter|investigation|thesis|chapter)\b)",
+    re.I,
+)
+# "It is concluded that ...", "It remains unclear whether ...": an "it" that stands
+# for what follows, not for anything before.
+_EXPLETIVE = re.compile(
+    r"^it (is|was|has been|had been|seems|seemed|appears|appeared|remains|remained|can|could|"
+    r"may|might|should|must|would|will)( not)?( be| have been)?( \w+){0,2}? "
+    r"(that|to|whether|if|how|why|what)\b",
+    re.I,
+)
+# A sentence brought back for one that refers to it may itself point further back
+# ("We analyze it for both ...").
+_POINTS_BACK = re.compile(r"^(\S+ ){1,3}(it|them)\b", re.I)
+
+
+def _refers_back(text: str, further: bool = False) -> bool:
+    return bool(
+        (_REFERS_BACK.match(text) or (further and _POINTS_BACK.match(text)))
+        and not _EXPLETIVE.match(text)
+    )
+
+
+ANTECEDENTS = 2  # at most this many sentences brought back for one picked sentence
+
+
+def with_antecedents(scored: list[_Candidate], chosen: list[int]) -> list[int]:
+    """`chosen` plus, for each picked sentence whose subject refers back to the
+    sentence before it in its abstract, that sentence (and the one before that, if
+    it points back too), so every quoted sentence reads with what it refers to."""
+    at = {(c.sentence.source.paper_id, c.sentence.start): i for i, c in enumerate(scored)}
+    out = list(chosen)
+    for i in chosen:
+        s = scored[i].sentence
+        for step in range(ANTECEDENTS):
+            if not _refers_back(s.text, further=step > 0):
+                break
+            spans = sentence_spans(s.source.abstract)
+            k = next((n for n, (a, _) in enumerate(spans) if a == s.start), 0)
+            j = at.get((s.source.paper_id, spans[k - 1][0])) if k > 0 else None
+            if j is None:
+                break
+            if j not in out:
+                out.append(j)
+            s = scored[j].sentence
+    return out
 
 
 def lead_with_best(sents: list[SourceSentence]) -> list[SourceSentence]:
