@@ -219,6 +219,8 @@ _LEANS_BACK = re.compile(
 # A sentence whose subject is something named in the sentence before it ("This
 # decomposition provides ...", "It also ...", "Such models ..."): quoted alone, it
 # reads as a riddle. A paper speaking of itself ("This study ...") is not one.
+# Narrower than `_LEANS_BACK`, which orders a paragraph: a connective ("However,
+# ...", "Third, ...") reads well alone; a subject named only before it does not.
 _REFERS_BACK = re.compile(
     r"^(this|these|those|that|such|it|its|they|their|them|the latter|the former)\b"
     r"(?!( [\w,-]+){0,3}? (paper|study|studies|work|article|trial|review|analysis|report|"
