@@ -68,7 +68,12 @@ def ingest(
         bool, typer.Option(help="Remove stored papers that are not in the input.")
     ] = False,
     if_empty: Annotated[
-        bool, typer.Option("--if-empty", help="Do nothing if the store already holds papers.")
+        bool,
+        typer.Option(
+            "--if-empty",
+            help="Do nothing if the store already holds papers (unless an earlier "
+            "--if-empty run was stopped before it finished).",
+        ),
     ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
@@ -137,9 +142,15 @@ def ingest(
         except RayIngestError as exc:
             _fail(str(exc))
     store = _open_store(settings)
-    if if_empty and store.count() > 0:
-        typer.echo(f"store already holds {store.paper_count()} papers; nothing to do", err=True)
-        return
+    # A seed (`--if-empty`, as `make serve` runs) is marked while it runs, so one
+    # killed half-way is taken up by the next run, not taken for a store filled on purpose.
+    seeding = settings.data_dir / ".seeding"
+    if if_empty:
+        if store.count() > 0 and not seeding.exists():
+            typer.echo(f"store already holds {store.paper_count()} papers; nothing to do", err=True)
+            return
+        seeding.parent.mkdir(parents=True, exist_ok=True)
+        seeding.touch()
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
@@ -163,6 +174,8 @@ def ingest(
         _fail(str(exc))
     except StoreUnavailable as exc:
         _fail(str(exc), 3)
+    if if_empty:
+        seeding.unlink(missing_ok=True)  # only once the seed is whole
     if as_json:
         typer.echo(json.dumps(summary.to_json(), ensure_ascii=False))
     else:

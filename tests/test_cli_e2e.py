@@ -65,6 +65,18 @@ def test_ingest_search_and_serve(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 0 and "already holds 61 papers" in r.stderr
+    # A seed killed half-way (its mark left behind) is taken up by the next one.
+    (tmp_path / "data" / ".seeding").touch()
+    r = subprocess.run(
+        [CITEQA, "ingest", str(SAMPLE), "--if-empty", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["unchanged"] == 61
+    assert not (tmp_path / "data" / ".seeding").exists()
 
     r = subprocess.run(
         [CITEQA, "search", "learning to rank with biased clicks", "--k", "2", "--json"],
