@@ -22,14 +22,12 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+def _citeqa(args: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run([CITEQA, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_missing_file_exits_2_with_one_line(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [CITEQA, "ingest", str(tmp_path / "nope.jsonl")],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = _citeqa(["ingest", str(tmp_path / "nope.jsonl")], _env(tmp_path), 60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"citeqa: {tmp_path / 'nope.jsonl'}: no such file"]
     assert not (tmp_path / "chroma").exists()  # failed before touching the store
@@ -37,13 +35,7 @@ def test_missing_file_exits_2_with_one_line(tmp_path: Path) -> None:
 
 def test_ingest_search_and_serve(tmp_path: Path) -> None:
     env = _env(tmp_path / "data")
-    r = subprocess.run(
-        [CITEQA, "ingest", str(SAMPLE), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _citeqa(["ingest", str(SAMPLE), "--json"], env, 300)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert {
@@ -57,34 +49,16 @@ def test_ingest_search_and_serve(tmp_path: Path) -> None:
     } <= summary.keys()
     assert summary["added"] == 61 and summary["skipped"] == 0 and summary["chunks_written"] > 61
 
-    r = subprocess.run(
-        [CITEQA, "ingest", str(SAMPLE), "--if-empty"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _citeqa(["ingest", str(SAMPLE), "--if-empty"], env, 120)
     assert r.returncode == 0 and "already holds 61 papers" in r.stderr
     # A seed killed half-way (its mark left behind) is taken up by the next one.
     (tmp_path / "data" / ".seeding").touch()
-    r = subprocess.run(
-        [CITEQA, "ingest", str(SAMPLE), "--if-empty", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _citeqa(["ingest", str(SAMPLE), "--if-empty", "--json"], env, 300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["unchanged"] == 61
     assert not (tmp_path / "data" / ".seeding").exists()
 
-    r = subprocess.run(
-        [CITEQA, "search", "learning to rank with biased clicks", "--k", "2", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _citeqa(["search", "learning to rank with biased clicks", "--k", "2", "--json"], env, 300)
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)["results"]
     assert len(results) == 2

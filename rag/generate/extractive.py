@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from rag.answerable import read_sentences
 from rag.mmr import mmr_select
-from rag.roles import finding_probability
+from rag.roles import finding_probability, place
 from rag.settings import Settings
 from rag.support import SentenceEncoder, SourceSentence
 from rag.text import place_markers, sentence_spans
@@ -261,9 +261,9 @@ def with_antecedents(scored: list[_Candidate], chosen: list[int]) -> list[int]:
         for step in range(ANTECEDENTS):
             if not _refers_back(s.text, further=step > 0):
                 break
-            spans = sentence_spans(s.source.abstract)
-            k = next((n for n, (a, _) in enumerate(spans) if a == s.start), 0)
-            j = at.get((s.source.paper_id, spans[k - 1][0])) if k > 0 else None
+            k, _ = place(s.source.abstract, s.start)
+            before = sentence_spans(s.source.abstract)[k - 1][0] if k > 0 else None
+            j = at.get((s.source.paper_id, before)) if before is not None else None
             if j is None:
                 break
             if j not in out:
