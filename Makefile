@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 SAMPLE := data/hf-papers-page.txt
 
-.PHONY: serve test install install-dev ingest bench bench-ingest eval lint clean
+.PHONY: serve test test-heavy install install-dev ingest bench bench-ingest eval lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,18 @@ serve: install
 ingest: install
 	$(BIN)/citeqa ingest $(SAMPLE)
 
-## test: the whole suite, real Chroma (embedded and server) and the real model
+# One pytest-xdist worker: a test stuck past what its timeout's signal can break ends
+# that worker, is reported failed with its stacks, and a new worker runs the rest.
+PYTEST := $(BIN)/pytest -n 1 --durations=15 --durations-min=5
+
+## test: the suite, real Chroma (embedded and server) and the real model; prints the
+## slowest tests. The benchmark-sized tests (marked heavy) are `make test-heavy`.
 test: install-dev
-	$(BIN)/pytest
+	$(PYTEST) -m "not heavy"
+
+## test-heavy: the benchmark-sized tests (scale server, Ray cluster, kill loops); CI's second step
+test-heavy: install-dev
+	$(PYTEST) -m heavy
 
 ## bench: speed against baselines in the same run; writes reports/
 bench: install-dev

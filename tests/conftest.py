@@ -130,3 +130,11 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop(proc)
+
+
+# A test past its time limit fails alone (the hooks in tests/timeouts.py).
+from tests.timeouts import (  # noqa: E402,F401
+    pytest_handlecrashitem,
+    pytest_runtest_protocol,
+    pytest_sessionstart,
+)

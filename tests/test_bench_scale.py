@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from evals.bench import chroma_sync, scale_server
 from evals.bench.scale import CHUNKS_PER_PAPER
+
+# Benchmark-sized: a `chroma run` server and a process per role (make test-heavy).
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def readds_only_the_new_papers(readded: int, papers: int) -> bool:

@@ -17,7 +17,7 @@ from rag.settings import Settings
 from rag.store import open_store
 from tests.helpers import SAMPLE, VENV_BIN
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def _synthetic(path: Path, n: int) -> str:

@@ -36,7 +36,7 @@ from rag.store import open_store
 from tests.helpers import ROOT, VENV_BIN, base_env, free_port, in_ci, start_chroma, stop
 
 # Generous: the figures above are for an idle machine; a busy one is many times slower.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy, pytest.mark.timeout(1200)]
 
 PUBMED = SHARED_CORPORA / "pubmedqa" / "corpus.jsonl"
 N_PUBMED, N_SYNTHETIC = 150, 1350
