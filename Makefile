@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 SAMPLE := data/hf-papers-page.txt
 
-.PHONY: serve test test-heavy install install-dev ingest bench bench-ingest eval lint clean
+.PHONY: serve test test-heavy install install-dev ingest bench bench-ingest eval lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ eval: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check rag ingest api evals tests
+
+## docs: the documentation site in site/ (MkDocs Material; fails on a broken link or anchor)
+docs: install-dev
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .citeqa reports .pytest_cache

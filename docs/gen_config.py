@@ -43,7 +43,9 @@ def _default(field: FieldInfo) -> str:
     if value is None or value == [] or value == {}:
         return "unset"
     if isinstance(value, Path):
-        value = str(value)
+        # The home directory of whoever generates the file is not the default.
+        home = Path.home()
+        value = f"~/{value.relative_to(home)}" if value.is_relative_to(home) else str(value)
     if isinstance(value, bool):
         value = str(value).lower()
     return f"`{value}`"

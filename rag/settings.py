@@ -133,7 +133,11 @@ class RetrievalSettings(_Group):
         "(`python -m evals.tune_gate`).",
     )
     lexical_refresh_seconds: float = Field(
-        2.0, ge=0, description="How often a reader checks whether the BM25 index is stale."
+        2.0,
+        ge=0,
+        description="Seconds between a reader's checks of the store's version (beside its "
+        "queries); a change another process made (an ingest into the same embedded store, "
+        "a write to the Chroma server) reaches its answers at the next check.",
     )
     lexical_sync_below: int = Field(
         10_000,
@@ -172,8 +176,10 @@ class RetrievalSettings(_Group):
     record_cache: int = Field(
         50_000,
         ge=0,
-        description="Chunk records (text and metadata) kept in memory for the query path, "
-        "dropped whenever the collection changes (0: read every record from Chroma).",
+        description="Chunk records (text and metadata) kept in memory for the query path; "
+        "a paper's are dropped when the store's change log names it (all of them when the "
+        "log cannot tell). A miss is read from the BM25 index's stored documents, or from "
+        "the store for a paper changed since the index's view (0: no cache).",
     )
     reranker: str = Field(
         "none",
