@@ -142,7 +142,9 @@ def test_llm_slower_than_the_timeout_falls_back_in_time(tmp_path: Path, served_s
         llm_env(served_store, f"http://127.0.0.1:{stall.port}/v1", timeout), tmp_path / "api.log"
     )
     try:
-        assert_fell_back(url, timeout + 2.5)
+        # Bounded by the LLM timeout (3 s), not by the stall (forever) nor by the
+        # request timeout (30 s): the margin leaves room for a busy machine.
+        assert_fell_back(url, timeout + 15)
     finally:
         stop(api)
         stall.close()
@@ -155,7 +157,9 @@ def test_llm_down_then_back_resumes_generative_answers(tmp_path: Path, served_st
     )
     llama = None
     try:
-        assert_fell_back(url, 5.0)  # refused connections fail fast, long timeout or not
+        # Refused connections fail fast: well under the 90 s LLM timeout and the 30 s
+        # request timeout, with room for a busy machine.
+        assert_fell_back(url, 15.0)
         llama = start_llama(port, tmp_path / "llama.log")
         body = httpx.post(f"{url}/v1/chat", json={"question": QUESTION}, timeout=120).json()
         # The same API process reaches the model now. Whatever this tiny model wrote,
