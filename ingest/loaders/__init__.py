@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from ingest.loaders.arxiv_jsonl import load_jsonl
 from ingest.loaders.bibtex import load_bibtex
 from ingest.loaders.common import RecordError, Skipped
+from ingest.loaders.csljson import load_csljson
 from ingest.loaders.csv import load_csv
 from ingest.loaders.listing import load_listing
+from ingest.loaders.ris import load_ris
 from rag.types import Paper
 
 FORMATS: dict[str, Callable[[str], Iterator[tuple[int, Paper | Skipped]]]] = {
@@ -21,6 +23,8 @@ FORMATS: dict[str, Callable[[str], Iterator[tuple[int, Paper | Skipped]]]] = {
     "jsonl": load_jsonl,
     "csv": load_csv,
     "bibtex": load_bibtex,
+    "ris": load_ris,
+    "csljson": load_csljson,
 }
 _BY_SUFFIX = {
     ".txt": "listing",
@@ -30,15 +34,34 @@ _BY_SUFFIX = {
     ".csv": "csv",
     ".bib": "bibtex",
     ".bibtex": "bibtex",
+    ".ris": "ris",
+    ".csljson": "csljson",
 }
+# Both JSON Lines and CSL-JSON are saved as .json: the first character tells them apart.
+_SNIFFED = {".json": {"[": "csljson", "{": "jsonl"}}
 
 
 class SourceError(Exception):
     """A whole source cannot be read (missing, unreadable, unknown format)."""
 
 
+def _sniff(path: str, choices: dict[str, str], default: str) -> str:
+    """The format the first non-blank character of `path` names; `default` when the
+    file cannot be read yet (an upload's name is checked before its bytes arrive)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            head = fh.read(4096).lstrip()
+    except OSError:
+        return default
+    return choices.get(head[:1], default)
+
+
 def detect_format(path: str) -> str:
     suffix = os.path.splitext(path)[1].lower()
+    if path.lower().endswith(".csl.json"):
+        return "csljson"
+    if suffix in _SNIFFED:
+        return _sniff(path, _SNIFFED[suffix], _BY_SUFFIX[suffix])
     if suffix not in _BY_SUFFIX:
         raise SourceError(
             f"{path}: cannot tell the format from '{suffix or 'no extension'}'; "
