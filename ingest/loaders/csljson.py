@@ -17,6 +17,7 @@ from ingest.loaders.refs import (
     arxiv_in,
     clean_doi,
     clean_pmid,
+    has_note,
     pmid_in,
     reference_paper,
     text_or_none,
@@ -99,7 +100,7 @@ def entry_to_paper(entry: dict) -> Paper:
         url=url,
         keywords=_keywords(entry.get("keyword")),
         extra={"entry_type": entry_type or "", "journal": container or ""},
-        notes=bool(note),
+        notes=has_note([note or ""]),
     )
 
 

@@ -74,6 +74,19 @@ def arxiv_in(candidates: list[str | None]) -> str | None:
     return None
 
 
+# A note that only names the entry ("PMID: 123", "arXiv:2106.09685 [cs]", as Zotero's
+# Extra field and its RIS notes hold them) is not text to read.
+_ID_NOTE = re.compile(
+    r"^\s*(?:pmid|pmcid|arxiv|doi|isbn|issn)\s*:?\s*\S+(?:\s*\[[^\]]*\])?\s*$", re.IGNORECASE
+)
+
+
+def has_note(notes: list[str]) -> bool:
+    """True when a note holds more than identifiers."""
+    parts = (p for n in notes for p in re.split(r"[\n;]", n))
+    return any(p.strip() and not _ID_NOTE.match(p) for p in parts)
+
+
 def no_abstract_reason(*, notes: bool, files: list[str]) -> str:
     """Why an entry is skipped when it has no abstract, saying where its text may be."""
     reason = "no abstract"

@@ -18,6 +18,7 @@ from ingest.loaders.refs import (
     arxiv_in,
     clean_doi,
     clean_pmid,
+    has_note,
     pmid_in,
     reference_paper,
 )
@@ -74,7 +75,7 @@ def entry_to_paper(record: dict) -> Paper:
         url=next((u for u in urls if u.startswith(("http://", "https://"))), None),
         keywords=tuple(_list(record.get("keywords"))),
         extra=extra,
-        notes=bool(notes),
+        notes=has_note(notes),
         files=files,
     )
 
