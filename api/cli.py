@@ -1,4 +1,4 @@
-"""`citeqa`: the command line (ingest, search, ask, serve)."""
+"""`citeqa`: the command line (ingest, search, ask, serve, mcp)."""
 
 from __future__ import annotations
 
@@ -397,6 +397,36 @@ def serve(
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
+
+
+@app.command("mcp")
+def mcp_command(
+    writes: Annotated[
+        bool,
+        typer.Option(
+            "--writes",
+            help="Offer the write tools (ingest_papers, delete_paper); needs "
+            "CITEQA_ADMIN_KEY set.",
+        ),
+    ] = False,
+) -> None:
+    """Serve the MCP tools over stdio, for a local MCP client (Claude Desktop, an IDE)."""
+    from api.mcp_server import Backend, run_stdio
+    from rag.embeddings import make_embeddings
+
+    settings = _settings()
+    if writes and not settings.admin_key:
+        _fail("--writes needs CITEQA_ADMIN_KEY: writes are for the admin only")
+    # stdout carries the protocol: every log line goes to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    store = _open_store(settings)
+    embeddings = make_embeddings(settings)
+    getattr(embeddings, "load", lambda: None)()
+    from rag.chain import build_chain
+
+    chain = build_chain(settings, store=store, embeddings=embeddings)
+    chain.retriever.lexical.get()  # BM25 ready before the first call
+    run_stdio(Backend(settings, store, embeddings, chain), writes=writes)
 
 
 def main() -> None:
