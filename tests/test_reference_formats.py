@@ -77,6 +77,17 @@ def test_json_is_told_apart_by_content(tmp_path: Path) -> None:
     assert detect_format(str(csl)) == "csljson"
     assert detect_format(str(named)) == "csljson"
     assert detect_format(str(tmp_path / "not-yet-uploaded.json")) == "jsonl"
+    # One object over several lines is not JSON Lines: read as CSL-JSON, it is one
+    # clear error, not one per line; a broken first line of JSON Lines stays JSONL.
+    pretty = tmp_path / "one.json"
+    pretty.write_text(json.dumps({"id": "x", "title": "T", "abstract": "A."}, indent=2))
+    assert detect_format(str(pretty)) == "csljson"
+    (_, only), *rest = list(load(str(pretty)))
+    assert rest == [] and "must be a list" in only.reason and only.line == 1
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"title": "cut\n' + json.dumps({"title": "T", "abstract": "A."}) + "\n")
+    assert detect_format(str(broken)) == "jsonl"
+    assert [type(i).__name__ for _, i in load(str(broken))] == ["Skipped", "Paper"]
 
 
 _RIS_OK = "TY  - JOUR\nTI  - Kept {n}\nAB  - An abstract {n}.\nDO  - 10.1000/k{n}\nER  - \n"

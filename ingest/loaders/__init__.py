@@ -6,6 +6,7 @@ and goes on, so one malformed record cannot cost the rest of the batch.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 
@@ -37,31 +38,47 @@ _BY_SUFFIX = {
     ".ris": "ris",
     ".csljson": "csljson",
 }
-# Both JSON Lines and CSL-JSON are saved as .json: the first character tells them apart.
-_SNIFFED = {".json": {"[": "csljson", "{": "jsonl"}}
+_WHOLE_JSON_SNIFF = 64 << 20  # most bytes read to tell one pretty-printed object from JSONL
 
 
 class SourceError(Exception):
     """A whole source cannot be read (missing, unreadable, unknown format)."""
 
 
-def _sniff(path: str, choices: dict[str, str], default: str) -> str:
-    """The format the first non-blank character of `path` names; `default` when the
-    file cannot be read yet (an upload's name is checked before its bytes arrive)."""
+def _sniff_json(path: str) -> str:
+    """A .json file is CSL-JSON (a list, '[') or JSON Lines (objects, '{'). One JSON
+    object over several lines is no JSON Lines: read as CSL-JSON it is reported as one
+    clear error ('must be a list'), not as a broken record per line. JSON Lines when
+    the file cannot be read yet (an upload's name is checked before its bytes arrive)."""
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as fh:
             head = fh.read(4096).lstrip()
-    except OSError:
-        return default
-    return choices.get(head[:1], default)
+            if head[:1] == "[":
+                return "csljson"
+            if head[:1] != "{":
+                return "jsonl"
+            fh.seek(0)
+            first = fh.readline(_WHOLE_JSON_SNIFF)
+            try:
+                json.loads(first)
+                return "jsonl"  # a whole object on its first line
+            except ValueError:
+                pass
+            if os.path.getsize(path) > _WHOLE_JSON_SNIFF:
+                return "jsonl"
+            fh.seek(0)
+            json.loads(fh.read())
+            return "csljson"  # one object over many lines
+    except (OSError, ValueError, RecursionError):
+        return "jsonl"
 
 
 def detect_format(path: str) -> str:
     suffix = os.path.splitext(path)[1].lower()
     if path.lower().endswith(".csl.json"):
         return "csljson"
-    if suffix in _SNIFFED:
-        return _sniff(path, _SNIFFED[suffix], _BY_SUFFIX[suffix])
+    if suffix == ".json":
+        return _sniff_json(path)
     if suffix not in _BY_SUFFIX:
         raise SourceError(
             f"{path}: cannot tell the format from '{suffix or 'no extension'}'; "
