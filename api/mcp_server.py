@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI
 from langchain_core.embeddings import Embeddings
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -281,7 +281,7 @@ def build_server(
         try:
             meta = get().store.paper(paper_id)
         except StoreUnavailable as exc:
-            raise ToolError(f"the vector store is unavailable: {exc}") from exc
+            raise ResourceError(f"the vector store is unavailable: {exc}") from exc
         if meta is None:
             raise ResourceNotFoundError(f"no paper with id '{paper_id}'")
         return paper_out(meta).model_dump_json()

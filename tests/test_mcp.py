@@ -269,3 +269,29 @@ def test_http_write_tools_need_the_admin_key(http_server: str) -> None:
             assert not gone.is_error and gone.structured_content["chunks"] >= 1
 
     anyio.run(main)
+
+
+def test_cli_ask_cite_format_prints_the_cited_papers(sample_dir: Path, tmp_path: Path) -> None:
+    """`citeqa ask --cite-format ris`: the cited papers on stdout, ready for a
+    reference manager; the answer on stderr."""
+    data = _copy(sample_dir, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "ask", QUESTION, "--cite-format", "ris"],
+        env=_env(data),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("TY  - ") and f"TI  - {FOREST}" in done.stdout
+    assert "[1]" in done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "api.cli", "ask", QUESTION, "--cite-format", "docx"],
+        env=_env(data),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown --cite-format 'docx'" in bad.stderr
