@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from langchain_core.embeddings import Embeddings
 
+from api import mcp_server
 from api.errors import install_error_handlers
 from api.middleware import BodyLimit, Metrics, MetricsMiddleware, UnicodeCheck
 from api.routes import chat, health, openai_compat, papers, search, web
@@ -108,7 +109,8 @@ def create_app(
                 name="warm-up",
                 daemon=True,
             ).start()
-        yield
+        async with mcp_http():  # the MCP session manager (api/mcp_server.py)
+            yield
         stop.set()
 
     app = FastAPI(
@@ -125,6 +127,7 @@ def create_app(
     for module in (health, search, chat, openai_compat, papers, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    mcp_http = mcp_server.mount(app, settings)  # MCP over streamable HTTP at /mcp
     app.add_middleware(UnicodeCheck)  # inside BodyLimit: buffers only bodies within it
     app.add_middleware(
         BodyLimit,

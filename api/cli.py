@@ -1,4 +1,4 @@
-"""`citeqa`: the command line (ingest, search, serve)."""
+"""`citeqa`: the command line (ingest, search, ask, serve, mcp)."""
 
 from __future__ import annotations
 
@@ -56,12 +56,15 @@ def _check_generator(name: str | None, option: str) -> None:
 @app.command()
 def ingest(
     paths: Annotated[
-        list[str], typer.Argument(help="Files to ingest (listing .txt, .jsonl, .csv, .bib).")
+        list[str],
+        typer.Argument(help="Files to ingest (listing .txt, .jsonl, .csv, .bib, .ris, CSL .json)."),
     ],
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", help="listing, jsonl, csv or bibtex; default: from the extension."
+            "--format",
+            help="listing, jsonl, csv, bibtex, ris or csljson; default: from the extension "
+            "(a .json file by its first character: '[' CSL-JSON, '{' JSON Lines).",
         ),
     ] = None,
     prune: Annotated[
@@ -240,13 +243,24 @@ def ask(
         str | None, typer.Option(help="A generator: extractive, openai, ... (default CITEQA_LLM).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    cite_format: Annotated[
+        str | None,
+        typer.Option(
+            "--cite-format",
+            help="bibtex, ris or csljson: print the cited papers in that format on stdout "
+            "(the answer goes to stderr), to import into a reference manager.",
+        ),
+    ] = None,
 ) -> None:
     """Answer QUESTION with a cited summary of the papers in the store."""
     from rag.chain import Question
+    from rag.cite import FORMATS as CITE_FORMATS
 
     if not question.strip():
         _fail("the question is empty")
     _check_generator(llm, "--llm")
+    if cite_format is not None and cite_format not in CITE_FORMATS:
+        _fail(f"unknown --cite-format '{cite_format}' ({', '.join(CITE_FORMATS)})")
     settings = _settings()
     chain = _chain(settings)
     t0 = time.perf_counter()
@@ -254,6 +268,9 @@ def ask(
     loaded = time.perf_counter() - t0
     answer = chain.invoke(Question(question, k=k, llm=llm))
     answer.timings["model_load"] = loaded  # not part of "total": that is the question's
+    if cite_format is not None:
+        _print_cited(chain.retriever.store, answer, cite_format, as_json)
+        return
     if as_json:
         typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
         return
@@ -265,6 +282,20 @@ def ask(
             typer.echo(f"    “{c.quote}”")
     if answer.degraded:
         typer.echo(f"\n(degraded: {answer.degraded_reason})", err=True)
+
+
+def _print_cited(store, answer, fmt: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """The answer to stderr, its cited papers (in citation order, once each) to stdout."""
+    from rag.cite import export, record_of
+
+    ids = list(dict.fromkeys(c.paper_id for c in answer.citations))
+    metas = [m for m in (store.paper(pid) for pid in ids) if m is not None]
+    shown = json.dumps(answer.to_json(), ensure_ascii=False) if as_json else answer.answer
+    typer.echo(shown, err=True)
+    if not metas:
+        typer.echo("(no papers cited: nothing to export)", err=True)
+        return
+    typer.echo(export([record_of(m) for m in metas], fmt), nl=False)
 
 
 @app.command("eval")
@@ -366,6 +397,36 @@ def serve(
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
+
+
+@app.command("mcp")
+def mcp_command(
+    writes: Annotated[
+        bool,
+        typer.Option(
+            "--writes",
+            help="Offer the write tools (ingest_papers, delete_paper); needs "
+            "CITEQA_ADMIN_KEY set.",
+        ),
+    ] = False,
+) -> None:
+    """Serve the MCP tools over stdio, for a local MCP client (Claude Desktop, an IDE)."""
+    from api.mcp_server import Backend, run_stdio
+    from rag.embeddings import make_embeddings
+
+    settings = _settings()
+    if writes and not settings.admin_key:
+        _fail("--writes needs CITEQA_ADMIN_KEY: writes are for the admin only")
+    # stdout carries the protocol: every log line goes to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    store = _open_store(settings)
+    embeddings = make_embeddings(settings)
+    getattr(embeddings, "load", lambda: None)()
+    from rag.chain import build_chain
+
+    chain = build_chain(settings, store=store, embeddings=embeddings)
+    chain.retriever.lexical.get()  # BM25 ready before the first call
+    run_stdio(Backend(settings, store, embeddings, chain), writes=writes)
 
 
 def main() -> None:

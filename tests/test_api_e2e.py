@@ -286,3 +286,43 @@ def test_web_page_streams_an_answer_and_highlights_the_cited_passage(
         page.screenshot(path=str(ARTIFACTS / "web-near-refusal.png"))
         browser.close()
     assert errors == []
+
+
+def test_web_page_cite_menu_downloads_the_cited_paper(chromium: str, server: str) -> None:
+    """Next to each citation, a cite menu: BibTeX, RIS or CSL-JSON, downloaded as a
+    file a reference manager imports, holding the cited paper under its id."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        page = browser.new_page(accept_downloads=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.fill("#q", QUESTION)
+        page.click("#send")
+        turn = page.locator(".turn").last
+        expect(turn.locator(".a")).to_have_attribute("data-state", "done", timeout=30_000)
+        first = turn.locator("ol.refs li").first
+        expect(first).to_contain_text(FOREST)
+        files = {}
+        for fmt in ("bibtex", "ris", "csljson"):
+            first.locator(".cite-menu summary").click()  # the menu closes after a choice
+            expect(page.locator("#panel")).to_be_hidden()  # the menu is not the panel's click
+            with page.expect_download() as info:
+                first.locator(f".cite-format[data-format={fmt}]").click()
+            files[fmt] = Path(info.value.path()).read_text()
+            assert info.value.suggested_filename.endswith((".bib", ".ris", ".json"))
+        paper_id = page.evaluate(
+            "async () => (await (await fetch('/v1/search?q=' + encodeURIComponent("
+            f"{json.dumps(FOREST)}) + '&k=1')).json()).results[0].paper_id"
+        )
+        assert files["bibtex"].startswith("@") and f"{{{paper_id}," in files["bibtex"]
+        assert files["ris"].startswith("TY  - ") and f"ID  - {paper_id}" in files["ris"]
+        assert json.loads(files["csljson"])[0]["id"] == paper_id
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "web-cite-menu.png"))
+        browser.close()
+    assert errors == []

@@ -117,7 +117,10 @@ def test_jsonl_every_line_is_a_paper_or_a_reported_skip(tmp_path: Path, data) ->
 
 
 @FUZZ
-@given(blob=st.binary(max_size=400), fmt=st.sampled_from(["csv", "bibtex", "listing", "jsonl"]))
+@given(
+    blob=st.binary(max_size=400),
+    fmt=st.sampled_from(["csv", "bibtex", "listing", "jsonl", "ris", "csljson"]),
+)
 def test_random_bytes_never_crash_any_loader(tmp_path: Path, blob: bytes, fmt: str) -> None:
     path = tmp_path / "fuzz.bin"
     path.write_bytes(blob)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import Admin, ChainDep, EmbeddingsDep, Reader, SettingsDep, StoreDep
 from api.errors import ApiError, NotFound
+from rag.cite import FORMATS as CITE_FORMATS
+from rag.cite import export, record_of
 from rag.types import web_url
 
 router = APIRouter(tags=["papers"])
@@ -91,17 +94,74 @@ def list_papers(
     )
 
 
+CiteFormatName = Literal["json", "bibtex", "ris", "csljson"]
+
+
+def cite_response(metas: list[dict[str, Any]], fmt: str, name: str) -> Response:
+    """Papers as a file a reference manager imports (rag/cite.py)."""
+    spec = CITE_FORMATS[fmt]
+    filename = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "citation"
+    return Response(
+        export([record_of(m) for m in metas], fmt),
+        media_type=f"{spec.media_type}; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}{spec.suffix}"'},
+    )
+
+
+@router.get(
+    "/v1/cite",
+    summary="Papers as one citation file (BibTeX, RIS, CSL-JSON), e.g. those an answer cites",
+    response_class=Response,
+    responses={
+        200: {"content": {spec.media_type: {} for spec in CITE_FORMATS.values()}},
+        404: {"description": "None of the papers exists"},
+    },
+    dependencies=[Reader],
+)
+def cite_papers(
+    store: StoreDep,
+    paper_id: Annotated[
+        list[str],
+        Query(min_length=1, max_length=200, description="Papers to export, in this order."),
+    ],
+    format: Annotated[
+        Literal["bibtex", "ris", "csljson"], Query(description="The citation format.")
+    ] = "bibtex",
+) -> Response:
+    ids = list(dict.fromkeys(paper_id))
+    metas = [m for m in (store.paper(pid) for pid in ids) if m is not None]
+    if not metas:
+        raise NotFound(f"no paper with any of the ids {', '.join(ids)}", param="paper_id")
+    return cite_response(metas, format, "citations")
+
+
 @router.get(
     "/v1/papers/{paper_id:path}",
     response_model=PaperOut,
-    summary="One paper with its abstract",
-    responses={404: {"description": "No such paper"}},
+    summary="One paper with its abstract, or as a citation (BibTeX, RIS, CSL-JSON)",
+    responses={
+        200: {
+            "description": "The paper as JSON, or with `format` as a file to import into a "
+            "reference manager.",
+            "content": {spec.media_type: {} for spec in CITE_FORMATS.values()},
+        },
+        404: {"description": "No such paper"},
+    },
     dependencies=[Reader],
 )
-def get_paper(paper_id: PaperId, store: StoreDep) -> PaperOut:
+def get_paper(
+    paper_id: PaperId,
+    store: StoreDep,
+    format: Annotated[
+        CiteFormatName,
+        Query(description="json (default), or bibtex, ris, csljson: the paper as a citation."),
+    ] = "json",
+) -> Any:
     meta = store.paper(paper_id)
     if meta is None:
         raise NotFound(f"no paper with id '{paper_id}'", param="paper_id")
+    if format != "json":
+        return cite_response([meta], format, paper_id)
     return paper_out(meta)
 
 
@@ -132,8 +192,8 @@ def delete_paper(
 @router.post(
     "/v1/ingest",
     summary="Ingest an uploaded file (admin key)",
-    description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX or listing text as "
-    "multipart field `file`. Returns the ingest summary; malformed records are "
+    description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX, RIS, CSL-JSON or listing "
+    "text as multipart field `file`. Returns the ingest summary; malformed records are "
     "counted in `skipped`, the first 100 listed in `errors` with their line "
     "(`errors_total` counts them all), and the rest is stored.",
     dependencies=[Admin],
@@ -146,7 +206,9 @@ async def ingest_upload(
     file: Annotated[UploadFile, File(description="The file to ingest.")],
     format: Annotated[
         str | None,
-        Form(description="listing, jsonl, csv or bibtex; default: from the file name."),
+        Form(
+            description="listing, jsonl, csv, bibtex, ris or csljson; default: from the file name."
+        ),
     ] = None,
     prune: Annotated[bool, Form(description="Remove papers not in this file.")] = False,
 ) -> dict[str, Any]:

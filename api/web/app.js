@@ -133,9 +133,12 @@ function render(turn, answer, a) {
       const li = el("li", "", c.title);
       li.value = c.n;
       li.addEventListener("click", () => show(c, li));
+      li.append(citeMenu([c.paper_id], "cite"));
       ol.append(li);
     }
     turn.append(ol);
+    const ids = [...new Set(a.citations.map((c) => c.paper_id))];
+    if (ids.length > 1) turn.append(citeMenu(ids, "cite all " + ids.length));
   }
   // A refusal near the corpus names the nearest papers: each opens its abstract.
   if (a.nearest && a.nearest.length) {
@@ -181,3 +184,47 @@ async function show(c, trigger) {
 }
 
 function closePanel() { $("panel").hidden = true; }
+
+// The cite menu: a paper (or all an answer cites) as a file for a reference manager.
+const CITE_FORMATS = [["bibtex", "BibTeX"], ["ris", "RIS"], ["csljson", "CSL-JSON"]];
+
+function citeMenu(ids, label) {
+  const menu = el("details", "cite-menu");
+  menu.append(el("summary", "", label));
+  menu.addEventListener("click", (e) => e.stopPropagation());  // not the panel's click
+  for (const [fmt, name] of CITE_FORMATS) {
+    const b = el("button", "cite-format", name);
+    b.type = "button";
+    b.dataset.format = fmt;
+    b.addEventListener("click", () => download(ids, fmt, menu));
+    menu.append(b);
+  }
+  return menu;
+}
+
+async function download(ids, fmt, menu) {
+  const h = headers(); delete h["Accept"]; delete h["Content-Type"];
+  const url = ids.length === 1
+    ? "/v1/papers/" + encodeURIComponent(ids[0]) + "?format=" + fmt
+    : "/v1/cite?format=" + fmt + ids.map((i) => "&paper_id=" + encodeURIComponent(i)).join("");
+  menu.querySelectorAll(".error").forEach((e) => e.remove());
+  try {
+    const r = await fetch(url, { headers: h });
+    if (!r.ok) {
+      let msg = r.status + " " + r.statusText;
+      try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
+      throw new Error(msg);
+    }
+    const name = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await r.blob());
+    link.download = name ? name[1] : "citation";
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    menu.open = false;
+  } catch (err) {
+    menu.append(el("span", "error", " " + err.message));
+  }
+}

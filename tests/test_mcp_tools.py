@@ -1,0 +1,85 @@
+"""The MCP tools in-process (the SDK's client connected to the server object): list
+filters and paging, tool errors for missing papers and a store outage. The
+transports and auth are tested end to end in test_mcp.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from api.mcp_server import Backend, build_server
+from ingest.job import IngestJob
+from rag.chain import build_chain
+from rag.settings import Settings
+from rag.store import StoreUnavailable, open_store
+from tests.reflib import library, to_csljson
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from tests.helpers import FakeEmbeddings
+
+    tmp = tmp_path_factory.mktemp("mcp-tools")
+    entries = [e for e in library(n=120) if e.kind != "arxiv" and e.abstract][:40]
+    path = tmp / "lib.json"
+    path.write_text(to_csljson(entries))
+    settings = Settings(data_dir=tmp / "data")
+    store, embeddings = open_store(settings), FakeEmbeddings()
+    IngestJob(store, embeddings, settings, progress=False).run([str(path)])
+    chain = build_chain(settings, store=store, embeddings=embeddings)
+    return Backend(settings, store, embeddings, chain), entries
+
+
+def _call(backend: Backend, name: str, args: dict):  # type: ignore[no-untyped-def]
+    from mcp import Client
+
+    server = build_server(lambda: backend, writes=False, authorize_write=lambda ctx: None)
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with Client(server) as client:
+            return await client.call_tool(name, args)
+
+    return anyio.run(main)
+
+
+def test_list_papers_filters_by_years_and_categories_and_pages(backend) -> None:  # type: ignore[no-untyped-def]
+    b, entries = backend
+    want = {e.expected_id for e in entries if 2000 <= e.year <= 2010}
+    got: set[str] = set()
+    offset: int | None = 0
+    pages = 0
+    while offset is not None:
+        args = {"year_min": 2000, "year_max": 2010, "limit": 3, "offset": offset}
+        r = _call(b, "list_papers", args)
+        assert not r.is_error
+        page = r.structured_content
+        assert len(page["papers"]) <= 3
+        got |= {p["paper_id"] for p in page["papers"]}
+        offset, pages = page["next_offset"], pages + 1
+    assert want and got == want and pages >= len(want) // 3
+    keyword = entries[0].keywords[0]
+    r = _call(b, "list_papers", {"categories": [keyword], "limit": 200})
+    ids = {p["paper_id"] for p in r.structured_content["papers"]}
+    assert ids == {e.expected_id for e in entries if keyword in e.keywords}
+
+
+def test_missing_papers_and_a_store_outage_are_tool_errors(backend, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    b, _ = backend
+    r = _call(b, "get_paper", {"paper_id": "no-such-paper"})
+    assert r.is_error and "no paper with id 'no-such-paper'" in r.content[0].text
+    r = _call(b, "export_citations", {"paper_ids": ["nope"]})
+    assert r.is_error and "nope" in r.content[0].text
+
+    class Down:
+        def paper(self, paper_id: str):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("connection refused")
+
+        def papers(self, offset: int, limit: int):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("connection refused")
+
+    down = Backend(b.settings, Down(), b.embeddings, b.chain)  # type: ignore[arg-type]
+    for name, args in (("get_paper", {"paper_id": "x"}), ("list_papers", {})):
+        r = _call(down, name, args)
+        assert r.is_error and "vector store is unavailable" in r.content[0].text, name
