@@ -296,14 +296,14 @@ class Settings(BaseSettings):
         "chunks, the slowest query 690 ms with 32 against 1,045 ms with 256); larger ones "
         "write faster (256: 2.5x as many chunks/s), for bulk loads with no readers.",
     )
-    prune_guard_ratio: float | None = Field(
+    prune_guard_ratio: float = Field(
         1.0,
         ge=0,
         description="A prune (`citeqa ingest --prune`, POST /v1/ingest with prune=true) is "
         "refused, writing and deleting nothing, when its input yields no papers or when it "
         "would delete more than this many stored papers per paper the input yields (junk, "
         "the wrong format, a truncated file); the caller confirms to go ahead "
-        "(--confirm-prune, confirm_prune=true). None: only an input with no papers is refused.",
+        "(--confirm-prune, confirm_prune=true). A large ratio refuses only inputs with no papers.",
     )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
