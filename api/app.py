@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 
 from api import mcp_server
 from api.errors import install_error_handlers
-from api.middleware import BodyLimit, Metrics, MetricsMiddleware, UnicodeCheck
+from api.middleware import BodyLimit, HeaderLimit, Metrics, MetricsMiddleware, NoSniff, UnicodeCheck
 from api.routes import chat, health, openai_compat, papers, search, web
 from api.security import Guard, redact_access_log
 from rag.chain import QAChain, build_chain
@@ -141,5 +141,11 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(NoSniff)
+    app.add_middleware(
+        HeaderLimit,
+        max_count=settings.api.max_header_count,
+        max_bytes=settings.api.max_header_bytes,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
     return app

@@ -70,6 +70,14 @@ def ingest(
     prune: Annotated[
         bool, typer.Option(help="Remove stored papers that are not in the input.")
     ] = False,
+    confirm_prune: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-prune",
+            help="With --prune: prune even when the input yields no papers, or far fewer "
+            "than the prune deletes (refused otherwise; CITEQA_PRUNE_GUARD_RATIO).",
+        ),
+    ] = False,
     if_empty: Annotated[
         bool,
         typer.Option(
@@ -121,7 +129,7 @@ def ingest(
     ] = 8 << 20,
 ) -> None:
     """Chunk, embed and upsert abstracts into the store. Unchanged papers cost nothing."""
-    from ingest.job import IngestJob
+    from ingest.job import IngestJob, PruneRefused
     from ingest.loaders import SourceError, check_readable, detect_format
     from rag.embeddings import make_embeddings
     from rag.store import StoreUnavailable
@@ -165,15 +173,22 @@ def ingest(
                 address=address,
                 fmt=fmt,
                 prune=prune,
+                confirm_prune=confirm_prune,
                 workers=workers,
                 papers_per_batch=batch,
                 stall_timeout=stall_timeout,
                 split_bytes=split_bytes,
             )
         else:
-            job = IngestJob(store, make_embeddings(settings), settings, papers_per_batch=batch)
+            job = IngestJob(
+                store,
+                make_embeddings(settings),
+                settings,
+                papers_per_batch=batch,
+                confirm_prune=confirm_prune,
+            )
             summary = job.run(paths, fmt=fmt, prune=prune)
-    except SourceError as exc:
+    except (SourceError, PruneRefused) as exc:
         _fail(str(exc))
     except StoreUnavailable as exc:
         _fail(str(exc), 3)
@@ -383,19 +398,16 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_options
 
     settings = _settings()
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    proxies = settings.api.trusted_proxies
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=log_level,
-        # X-Forwarded-For names the client only when a configured proxy sent it;
-        # uvicorn's default would believe any local process.
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
+        **uvicorn_options(settings),  # header size and time limits, proxy headers
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from langchain_core.embeddings import Embeddings
 
 from api.middleware import Metrics
@@ -62,3 +64,21 @@ def require_admin(request: Request) -> None:
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 Reader = Depends(require_reader)
 Admin = Depends(require_admin)
+
+
+class AdminFirst(APIRoute):
+    """A write route whose body is read only once the admin key has passed.
+
+    FastAPI reads (and spools to disk) a request's form body before it runs any
+    dependency, so `dependencies=[Admin]` alone would take in a whole upload from a
+    client without the key before answering 401. This route checks the key first;
+    routes that use it do not also list `Admin` (the rate limit would count twice)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def admin_first(request: Request) -> Response:
+            require_admin(request)
+            return await handler(request)
+
+        return admin_first

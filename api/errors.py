@@ -58,6 +58,12 @@ class Forbidden(ApiError):
     code = "forbidden"
 
 
+class Conflict(ApiError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class TooLarge(ApiError):
     status = 413
     type = "invalid_request_error"

@@ -130,9 +130,14 @@ def bad_query_param(query: bytes) -> str | None:
     return None
 
 
+class JsonTooDeep(ValueError):
+    """A JSON body nested deeper than Python's parser (or our walk over it) can go."""
+
+
 def bad_json_text(body: bytes) -> tuple[str | None, str] | None:
     """(field, why) when a JSON body holds text that is not Unicode, else None.
-    The field is dotted like validation errors name it (`messages.0.content`)."""
+    The field is dotted like validation errors name it (`messages.0.content`).
+    Raises JsonTooDeep for a body nested too deeply to parse or walk."""
     why = "text is not valid Unicode (an unpaired surrogate, or bytes that are not UTF-8)"
     try:
         text = body.decode("utf-8")
@@ -145,10 +150,13 @@ def bad_json_text(body: bytes) -> tuple[str | None, str] | None:
         return None  # the common case: no \uD800-\uDFFF escape, nothing to parse
     try:
         data = json.loads(text)
+        path = _surrogate_path(data, [])
+    except RecursionError as exc:
+        # json.loads (and the walk) recurse once per level: '[[[[...' is not a 500.
+        raise JsonTooDeep("the JSON body is nested too deeply") from exc
     except ValueError:
         # Not JSON: the route's validation says so; but bad bytes are named here.
         return None if utf8 else (None, why)
-    path = _surrogate_path(data, [])
     if path is None:
         return None if utf8 else (None, why)  # only escaped backslashes or proper pairs
     return ".".join(path) or None, why
@@ -204,7 +212,12 @@ class UnicodeCheck:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = bad_json_text(body)
+        try:
+            problem = bad_json_text(body)
+        except JsonTooDeep as exc:
+            error = error_body(str(exc), "invalid_request_error", code="invalid_json")
+            await _send_json(send, 400, error)
+            return
         if problem is not None:
             await _send_422(send, *problem)
             return
@@ -224,6 +237,57 @@ async def _send_422(send: Send, param: str | None, why: str) -> None:
     message = f"{param}: {why}" if param else why
     body = error_body(message, "invalid_request_error", param, "invalid_encoding")
     await _send_json(send, 422, body)
+
+
+class HeaderLimit:
+    """More request headers than `max_count`, or more header bytes than `max_bytes`, is
+    a 431. `citeqa serve` already closes a connection whose head passes the byte cap
+    (api/server.py); this holds under any server the app runs in."""
+
+    def __init__(self, app: ASGIApp, *, max_count: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers") or []
+            size = sum(len(k) + len(v) + 4 for k, v in headers)
+            if len(headers) > self.max_count or size > self.max_bytes:
+                what = (
+                    f"more than {self.max_count} headers"
+                    if len(headers) > self.max_count
+                    else f"headers larger than {self.max_bytes} bytes"
+                )
+                body = error_body(
+                    f"request has {what}", "invalid_request_error", code="headers_too_large"
+                )
+                await _send_json(send, 431, body, close=True)
+                return
+        await self.app(scope, receive, send)
+
+
+class NoSniff:
+    """`X-Content-Type-Options: nosniff` on every response: a browser takes each body
+    as the type it is served as (JSON stays JSON, never a script or a page)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_header)
 
 
 class Metrics:

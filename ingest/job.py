@@ -43,6 +43,30 @@ so a file of garbage cannot grow the report (or the memory holding it) without b
 log = logging.getLogger(__name__)
 
 
+class PruneRefused(Exception):
+    """An unconfirmed prune whose input yields no papers, or far fewer than the prune
+    would delete (a file of junk, the wrong format, a truncated export). Raised before
+    anything is deleted."""
+
+
+def prune_refusal(read: int, gone: int, stored: int, ratio: float | None) -> str | None:
+    """Why a prune that keeps `read` papers and deletes `gone` of the `stored` ones is
+    refused without confirmation, or None when it may go ahead."""
+    if gone == 0:
+        return None
+    if read == 0:
+        why = "the input yields no papers"
+    elif ratio is not None and gone > ratio * read:
+        why = f"the input yields only {read} paper(s)"
+    else:
+        return None
+    return (
+        f"prune refused: {why} and pruning would delete {gone} of the {stored} stored "
+        "papers; nothing was written or deleted. Check the input (its format, whether it is "
+        "whole), or confirm the prune (citeqa ingest --confirm-prune, confirm_prune=true)"
+    )
+
+
 @dataclass
 class IngestSummary:
     papers_read: int = 0
@@ -194,7 +218,11 @@ class IngestJob:
         progress: bool | None = None,
         papers_per_batch: int = PAPERS_PER_BATCH,
         max_reported: int = MAX_REPORTED,
+        confirm_prune: bool = False,
     ) -> None:
+        """`confirm_prune`: prune even when the input holds far fewer papers than the
+        prune deletes (see `prune_refusal`)."""
+        self.confirm_prune = confirm_prune
         self.papers_per_batch = papers_per_batch
         self.max_reported = max_reported
         self._names: dict[str, str] = {}
@@ -219,6 +247,8 @@ class IngestJob:
             check_readable(path)  # fail before touching the store
         if names is not None and len(names) != len(paths):
             raise ValueError("one name per path")
+        if prune and not self.confirm_prune:
+            self.check_prune(paths, fmt)  # before the first write, not after the last
         started = time.perf_counter()
         summary = IngestSummary(max_reported=self.max_reported)
         self._names = dict(zip(paths, names or paths, strict=True))
@@ -382,6 +412,22 @@ class IngestJob:
             [embed_text(p.paper, c, self.settings.chunking.title) for p, c in part]
         )
 
+    def check_prune(self, paths: Sequence[str], fmt: str | None) -> None:
+        """Raise PruneRefused when pruning to what `paths` hold is refused: a first
+        read of the input (ids only), so a refused run writes nothing either."""
+        ids: set[str] = set()
+        for path in paths:
+            for _, item in load(path, fmt):
+                if isinstance(item, Skipped) or item.paper_id in ids:
+                    return  # a skipped record (or a duplicate) keeps the prune from running
+                ids.add(item.paper_id)
+        stored = {str(meta["paper_id"]) for _, _, meta in self.store.iter_chunks()}
+        why = prune_refusal(
+            len(ids), len(stored - ids), len(stored), self.settings.prune_guard_ratio
+        )
+        if why is not None:
+            raise PruneRefused(why)
+
     def prune(self, seen: dict[str, str], summary: IngestSummary) -> None:
         if summary.skipped:
             # A record we could not read may be a paper we already hold: keep it.
@@ -397,6 +443,11 @@ class IngestJob:
         ]
         gone_ids = [cid for cid, _ in gone]
         papers = {pid for _, pid in gone}
+        if not self.confirm_prune:  # (Ray's runs check here: their input is read once)
+            stored = len(papers) + len(seen)  # every paper read is stored by now
+            why = prune_refusal(len(seen), len(papers), stored, self.settings.prune_guard_ratio)
+            if why is not None:
+                raise PruneRefused(why.replace("nothing was written or", "nothing was"))
         if gone_ids:
             self._begin(papers)
             self.store.delete(gone_ids)

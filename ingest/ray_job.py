@@ -151,6 +151,7 @@ def run_ray(
     address: str | None = None,
     fmt: str | None = None,
     prune: bool = False,
+    confirm_prune: bool = False,
     workers: int | None = None,
     papers_per_batch: int = PAPERS_PER_BATCH,
     split_bytes: int = SPLIT_BYTES,
@@ -176,6 +177,7 @@ def run_ray(
             settings,
             address=address,
             prune=prune,
+            confirm_prune=confirm_prune,
             workers=workers,
             papers_per_batch=papers_per_batch,
             split_bytes=split_bytes,
@@ -248,7 +250,15 @@ def _run(
                 **resources,
             )
         )
-        return _write(ds, paths, store, settings, opts["prune"], opts["papers_per_batch"])
+        return _write(
+            ds,
+            paths,
+            store,
+            settings,
+            opts["prune"],
+            opts["papers_per_batch"],
+            confirm_prune=opts.get("confirm_prune", False),
+        )
     finally:
         if own:
             ray.shutdown()
@@ -261,10 +271,19 @@ def _write(
     settings: Settings,
     prune: bool,
     papers_per_batch: int,
+    *,
+    confirm_prune: bool = False,
 ) -> IngestSummary:
     import numpy as np
 
-    job = IngestJob(store, None, settings, progress=False, papers_per_batch=papers_per_batch)
+    job = IngestJob(
+        store,
+        None,
+        settings,
+        progress=False,
+        papers_per_batch=papers_per_batch,
+        confirm_prune=confirm_prune,
+    )
     summary = IngestSummary()
     numbers = LineNumbers()
     seen: dict[str, str] = {}

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -93,6 +94,30 @@ def _guarded(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _writes(method: F) -> F:
+    """A write: refused as StoreUnavailable when the embedded store's files are gone
+    (sqlite keeps the removed files open, read-only: reads go on, writes fail)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ChromaStore, *args: Any, **kwargs: Any) -> Any:
+        self._check_files()
+        return method(self, *args, **kwargs)
+
+    return _guarded(wrapper)  # type: ignore[return-value]
+
+
+_DB_FILE = "chroma.sqlite3"
+
+
+def _file_id(directory: str) -> tuple[int, int] | None:
+    """(device, inode) of the embedded store's database file, None when there is none."""
+    try:
+        st = os.stat(os.path.join(directory, _DB_FILE))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def to_where(filters: Filters | None) -> dict[str, Any] | None:
     """`Filters` as a Chroma `where` (None when no filter is set)."""
     if filters is None or filters.empty:
@@ -135,6 +160,9 @@ class ChromaStore:
         self.reopened = 0
         """Times this store opened its collections afresh (another process wrote)."""
         self._open(client)
+        self._files = _file_id(location) if embedded else None
+        """The database file this process opened; another one (or none) at `location`
+        means the data directory was removed or replaced under us."""
         self._gen, self._seen = 0, None
         if embedded:
             value, writer = self._stamp()
@@ -154,7 +182,7 @@ class ChromaStore:
 
     # -- writes -----------------------------------------------------------------
 
-    @_guarded
+    @_writes
     def upsert(
         self,
         ids: Sequence[str],
@@ -171,7 +199,7 @@ class ChromaStore:
                 metadatas=[chroma_metadata(dict(m)) for m in metadatas[lo:hi]],
             )
 
-    @_guarded
+    @_writes
     def delete(self, ids: Sequence[str]) -> None:
         for lo in range(0, len(ids), self.max_batch_size):
             self._collection.delete(ids=list(ids[lo : lo + self.max_batch_size]))
@@ -415,7 +443,7 @@ class ChromaStore:
         res = self._log.get(where={"seq": {"$gte": hint}}, include=["metadatas"])  # type: ignore[list-item]
         return max((int(m["seq"]) for m in res["metadatas"] or []), default=hint)
 
-    @_guarded
+    @_writes
     def _append(self, parts: list[list[str] | None]) -> str:
         """One log entry per part (None: "anything"), then a new version stamp."""
         self._follow(*self._stamp())  # write to the files as they are
@@ -449,7 +477,15 @@ class ChromaStore:
         self._seen = value
         return value
 
+    def _check_files(self) -> None:
+        if self._files is not None and _file_id(self.location) != self._files:
+            raise StoreUnavailable(
+                f"the embedded store's files at {self.location} were removed or replaced "
+                "while this process ran (writes would fail); restart the server"
+            )
+
     def heartbeat(self) -> None:
+        self._check_files()
         try:
             self._client.heartbeat()
         except Exception as exc:  # any client error means the same thing to callers
@@ -460,6 +496,8 @@ def _as_unavailable(exc: Exception, location: str) -> Exception:
     """Connection-level failures become StoreUnavailable; anything else stays as it is."""
     if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
         return StoreUnavailable(f"Chroma at {location} did not answer: {exc}")
+    if "readonly database" in str(exc):  # sqlite's files went away or lost write access
+        return StoreUnavailable(f"Chroma at {location} cannot be written: {exc}")
     return exc
 
 

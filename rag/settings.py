@@ -234,6 +234,26 @@ class ApiSettings(_Group):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request line plus headers `citeqa serve` reads; past it the "
+        "connection gets 400 and is closed, before the app sees the request (uvicorn's h11 "
+        "parser, `h11_max_incomplete_event_size`). The app refuses larger with 431 too, "
+        "under any server.",
+    )
+    max_header_count: int = Field(
+        100, ge=8, le=10_000, description="Most request headers; more is a 431."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds `citeqa serve` gives a connection to send a request's whole "
+        "header, counted from when it opened (or its last response ended); a connection "
+        "that sends nothing, or its headers slowly, is answered 408 and closed.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -281,6 +301,15 @@ class Settings(BaseSettings):
         "between two upserts, so small ones keep readers responsive while papers land (at 1M "
         "chunks, the slowest query 690 ms with 32 against 1,045 ms with 256); larger ones "
         "write faster (256: 2.5x as many chunks/s), for bulk loads with no readers.",
+    )
+    prune_guard_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="A prune (`citeqa ingest --prune`, POST /v1/ingest with prune=true) is "
+        "refused, writing and deleting nothing, when its input yields no papers or when it "
+        "would delete more than this many stored papers per paper the input yields (junk, "
+        "the wrong format, a truncated file); the caller confirms to go ahead "
+        "(--confirm-prune, confirm_prune=true). A large ratio refuses only inputs with no papers.",
     )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)

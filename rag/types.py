@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
@@ -18,14 +18,28 @@ _WEB_URL = re.compile(r"https?://[^\s<>\"'`\\]+", re.IGNORECASE)
 
 def web_url(url: str | None) -> str | None:
     """`url` if it is an absolute http(s) link, else None. Only such links are stored
-    or shown: never javascript:, data:, relative links or markup."""
+    or shown: never javascript:, data:, relative links or markup. Credentials in it
+    (`https://user:pass@host/...`) are dropped: the link keeps its host and path."""
     if not url or not _WEB_URL.fullmatch(url):
         return None
     try:
-        host = urlsplit(url).hostname
+        parts = urlsplit(url)
+        host = parts.hostname
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return None
-    return url if host else None
+    if not host:
+        return None
+    if "@" in parts.netloc:
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return url
+
+
+def has_userinfo(url: str | None) -> bool:
+    """True when `url` carries credentials (`user:pass@`) that `web_url` drops."""
+    try:
+        return url is not None and "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

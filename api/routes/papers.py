@@ -13,8 +13,8 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from api.deps import Admin, ChainDep, EmbeddingsDep, Reader, SettingsDep, StoreDep
-from api.errors import ApiError, NotFound
+from api.deps import Admin, AdminFirst, ChainDep, EmbeddingsDep, Reader, SettingsDep, StoreDep
+from api.errors import ApiError, Conflict, NotFound
 from rag.cite import FORMATS as CITE_FORMATS
 from rag.cite import export, record_of
 from rag.types import web_url
@@ -189,15 +189,6 @@ def delete_paper(
     return {"deleted": paper_id, "chunks": chunks}
 
 
-@router.post(
-    "/v1/ingest",
-    summary="Ingest an uploaded file (admin key)",
-    description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX, RIS, CSL-JSON or listing "
-    "text as multipart field `file`. Returns the ingest summary; malformed records are "
-    "counted in `skipped`, the first 100 listed in `errors` with their line "
-    "(`errors_total` counts them all), and the rest is stored.",
-    dependencies=[Admin],
-)
 async def ingest_upload(
     store: StoreDep,
     embeddings: EmbeddingsDep,
@@ -211,8 +202,15 @@ async def ingest_upload(
         ),
     ] = None,
     prune: Annotated[bool, Form(description="Remove papers not in this file.")] = False,
+    confirm_prune: Annotated[
+        bool,
+        Form(
+            description="Prune even when the file yields no papers, or far fewer than the "
+            "prune would delete (otherwise refused with 409, nothing written or deleted)."
+        ),
+    ] = False,
 ) -> dict[str, Any]:
-    from ingest.job import IngestJob
+    from ingest.job import IngestJob, PruneRefused
     from ingest.loaders import FORMATS, SourceError, detect_format
 
     name = os.path.basename(file.filename or "upload")
@@ -220,16 +218,16 @@ async def ingest_upload(
         raise ApiError(f"unknown format '{format}' ({', '.join(FORMATS)})", param="format")
     if format is None:
         try:
-            detect_format(name)
+            format = detect_format(name)
         except SourceError as exc:
             raise ApiError(str(exc), param="format", code="unknown_format") from exc
-    suffix = os.path.splitext(name)[1]
     with tempfile.TemporaryDirectory(prefix="citeqa-upload-") as tmp:
-        path = os.path.join(tmp, "upload" + suffix)
+        # Never the client's name: it may be longer than a file name may be, or anything.
+        path = os.path.join(tmp, "upload")
         with open(path, "wb") as out:
             while chunk := await file.read(1 << 20):
                 out.write(chunk)
-        job = IngestJob(store, embeddings, settings, progress=False)
+        job = IngestJob(store, embeddings, settings, progress=False, confirm_prune=confirm_prune)
 
         def run() -> dict[str, Any]:
             with _WRITE_LOCK:
@@ -240,6 +238,23 @@ async def ingest_upload(
             summary = await run_in_threadpool(run)
         except SourceError as exc:
             raise ApiError(str(exc).replace(path, name), param="file") from exc
+        except PruneRefused as exc:
+            raise Conflict(str(exc), param="prune", code="prune_refused") from exc
         finally:
             chain.retriever.lexical.invalidate()  # read our own write, without a stall
     return summary
+
+
+# The admin key is checked before the upload is read (AdminFirst), not after.
+router.add_api_route(
+    "/v1/ingest",
+    ingest_upload,
+    methods=["POST"],
+    summary="Ingest an uploaded file (admin key)",
+    description="Upload JSONL (arXiv snapshot shape), CSV, BibTeX, RIS, CSL-JSON or listing "
+    "text as multipart field `file`. Returns the ingest summary; malformed records are "
+    "counted in `skipped`, the first 100 listed in `errors` with their line "
+    "(`errors_total` counts them all), and the rest is stored. The admin key is checked "
+    "before the body is read.",
+    route_class_override=AdminFirst,
+)

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from rag.types import Paper, web_url
+from rag.types import Paper, has_userinfo, web_url
 
 _WS = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -182,6 +182,8 @@ def make_paper(
     notes: tuple[str, ...] = ()
     if link and web_url(link) is None:  # javascript:, data:, relative: never shown to clients
         notes = ("url dropped: not an absolute http(s) link",)
+    elif has_userinfo(link):
+        notes = ("credentials dropped from the url (user:password@)",)
     return Paper(
         paper_id=aid or given or slug_id(title_s),
         title=title_s,
