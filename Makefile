@@ -17,9 +17,34 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+# llama-cpp-python (the `local` extra) compiles llama.cpp, by default for the very CPU
+# that builds it (GGML_NATIVE), AMX kernels included where the CPU has them; on such a
+# machine here every decode crashed (SIGSEGV in ggml_backend_amx_mul_mat). So it is built
+# for the instruction sets this CPU reports (/proc/cpuinfo: AVX2 with FMA and F16C where
+# it has them, else none), never AVX-512 or AMX, which not every machine has, once per
+# set: the wheel is kept in
+# ~/.cache/citeqa/wheels/<set>/, so a new venv or a clean clone on the same machine
+# installs it in seconds instead of compiling for about 9 minutes.
+LLAMA_CPP   := llama-cpp-python[server]==0.3.36
+CPU_FLAGS   := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+AVX2_SET    := avx avx2 fma f16c
+LLAMA_SET   := $(if $(filter $(words $(AVX2_SET)),$(words $(filter $(AVX2_SET),$(CPU_FLAGS)))),avx2,generic)
+LLAMA_CMAKE_avx2    := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
+LLAMA_CMAKE_generic := -DGGML_NATIVE=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_AVX512=OFF
+LLAMA_CMAKE := $(LLAMA_CMAKE_$(LLAMA_SET)) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_WHEELS := $(HOME)/.cache/citeqa/wheels/llama-0.3.36-$(LLAMA_SET)
+
+$(LLAMA_WHEELS)/.built: | $(BIN)/python
+	@echo "building llama-cpp-python for this CPU ($(LLAMA_SET), no AMX): about 9 minutes, once"
+	mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir \
+	  '$(LLAMA_CPP)' -w $(LLAMA_WHEELS)
+	touch $@
+
 # The ray extra too, so the Ray ingestion test runs in CI (it fails there without it).
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev,local,ray]'
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed $(LLAMA_WHEELS)/.built
+	$(BIN)/pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,local,ray]'
 	touch $@
 
 install: $(VENV)/.installed
