@@ -297,6 +297,7 @@ def pick_threshold(
 class PaperPrediction:
     label: str  # SUPPORT | CONTRADICT
     sentences: set[int]  # gold sentence indices its rationale covers
+    unmatched: int = 0  # its rationale sentences that cover no gold sentence (count as wrong)
 
 
 def predict_from_rows(
@@ -321,7 +322,8 @@ def predict_from_rows(
         sim = max(x[0]["features"]["cos"] for x in kept)
         j = C.label_paper(c.text, sents[0].source, sents, sim, models)
         gold = set().union(*(x[0]["gold"] for x in kept))
-        out[pid] = PaperPrediction("CONTRADICT" if j.label == C.CONTRADICTS else "SUPPORT", gold)
+        label = "CONTRADICT" if j.label == C.CONTRADICTS else "SUPPORT"
+        out[pid] = PaperPrediction(label, gold, sum(not x[0]["gold"] for x in kept))
     return out
 
 
@@ -334,9 +336,8 @@ def baseline_predictions(p: Prepared, c: Claim) -> dict[str, PaperPrediction]:
             continue
         sims = p.sims[(c.id, src.paper_id)]
         s = sents[int(np.argmax(sims))]
-        out[src.paper_id] = PaperPrediction(
-            "SUPPORT", to_gold((s.start, s.end), p.gold_sentences[src.paper_id])
-        )
+        covered = to_gold((s.start, s.end), p.gold_sentences[src.paper_id])
+        out[src.paper_id] = PaperPrediction("SUPPORT", covered, int(not covered))
     return out
 
 
@@ -380,7 +381,7 @@ def sentence_scores(
     gold rationale set of its paper all of whose sentences are predicted
     ('selection+label': and the paper's label is right)."""
     gold = sum(len({i for s in ev.sets for i in s}) for c in claims for ev in c.evidence.values())
-    predicted = sum(len(x.sentences) for pr in preds for x in pr.values())
+    predicted = sum(len(x.sentences) + x.unmatched for pr in preds for x in pr.values())
     sel, lab = 0, 0
     for c, pr in zip(claims, preds, strict=True):
         for pid, x in pr.items():
