@@ -22,6 +22,7 @@ from api import mcp_server
 from api.errors import install_error_handlers
 from api.middleware import BodyLimit, HeaderLimit, Metrics, MetricsMiddleware, NoSniff, UnicodeCheck
 from api.routes import chat, health, openai_compat, papers, search, web
+from api.routes import claims as claim_routes
 from api.security import Guard, redact_access_log
 from rag.chain import QAChain, build_chain
 from rag.embeddings import make_embeddings
@@ -124,7 +125,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.guard = Guard(settings)
     install_error_handlers(app)
-    for module in (health, search, chat, openai_compat, papers, web):
+    for module in (health, search, chat, claim_routes, openai_compat, papers, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
     mcp_http = mcp_server.mount(app, settings)  # MCP over streamable HTTP at /mcp

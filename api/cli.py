@@ -313,6 +313,32 @@ def _print_cited(store, answer, fmt: str, as_json: bool) -> None:  # type: ignor
     typer.echo(export([record_of(m) for m in metas], fmt), nl=False)
 
 
+@app.command("verify")
+def verify_claim(
+    claim: Annotated[str, typer.Argument(help="A claim to check against the corpus.")],
+    k: Annotated[int | None, typer.Option("--k", min=1, max=50, help="Papers to judge.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check as JSON.")] = False,
+) -> None:
+    """Which papers in the store support CLAIM and which contradict it, with the
+    sentences that say so."""
+    from rag.claims import check_claim
+
+    if not claim.strip():
+        _fail("the claim is empty")
+    settings = _settings()
+    chain = _chain(settings)
+    check = check_claim(claim.strip(), chain.retriever, chain.encoder, k=k)
+    if as_json:
+        typer.echo(json.dumps(check.to_json(), ensure_ascii=False))
+        return
+    typer.echo(check.verdict)
+    for i, p in enumerate(check.papers, 1):
+        where = f" <{p.url}>" if p.url else f" ({p.paper_id})"
+        typer.echo(f"\n[{i}] {p.label}: {p.title}{where}")
+        for c in p.citations:
+            typer.echo(f"    “{c.quote}”")
+
+
 @app.command("eval")
 def evaluate(
     dataset: Annotated[
@@ -367,8 +393,34 @@ def evaluate(
     judge_model: Annotated[
         str | None, typer.Option(help="The judge's model name (default CITEQA_LLM_MODEL).")
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="scifact: the data dir of its store, ingested once and reused "
+            "(default <out>/.cache/corpus-<hash of the corpus>)."
+        ),
+    ] = None,
+    fit: Annotated[
+        bool, typer.Option("--fit", help="scifact: also refit rag/claims.json on every claim.")
+    ] = False,
 ) -> None:
-    """Measure retrieval and answers of citeqa and a LangChain-tutorial baseline."""
+    """Measure retrieval and answers of citeqa and a LangChain-tutorial baseline
+    (for scifact: claim verification, `evals/claims.py`)."""
+    if dataset == "scifact":
+        from evals import claims as claim_eval
+
+        corpus_path = corpus or claim_eval.SCIFACT / "corpus.jsonl"
+        try:
+            claim_eval.run(
+                data_dir or claim_eval.default_data_dir(out, corpus_path),
+                questions or claim_eval.SCIFACT / "claims_train.jsonl",
+                corpus_path,
+                out,
+                fit=fit,
+            )
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
+        return
     from evals.dataset import resolve
     from evals.run import evaluate as run_eval
     from evals.run import markdown

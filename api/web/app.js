@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const chat = $("chat"), form = $("ask"), input = $("q"), send = $("send");
-const keyInput = $("key"), topk = $("topk");
+const keyInput = $("key"), topk = $("topk"), mode = $("mode");
 let history = [];  // [{role, content}] of finished turns
 
 keyInput.value = localStorage.getItem("citeqa-key") || "";
@@ -28,10 +28,18 @@ function el(tag, cls, text) {
   return node;
 }
 
+mode.addEventListener("change", () => {
+  input.placeholder = mode.value === "claim"
+    ? "A claim to check against the papers… (Enter to send)"
+    : "Ask about the papers… (Enter to send, Shift+Enter for a new line)";
+  send.textContent = mode.value === "claim" ? "Check" : "Ask";
+});
+
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
   const question = input.value.trim();
   if (!question) return;
+  if (mode.value === "claim") return checkClaim(question);
   input.value = "";
   send.disabled = true;
   const turn = el("div", "turn");
@@ -71,6 +79,65 @@ form.addEventListener("submit", async (e) => {
     input.focus();
   }
 });
+
+// "Check a claim": streams /v1/verify; each paper that bears on the claim is shown
+// as it is judged, with its label and the sentences that say so.
+async function checkClaim(claim) {
+  input.value = "";
+  send.disabled = true;
+  const turn = el("div", "turn claim");
+  turn.append(el("div", "q", claim));
+  const box = el("div", "a streaming", "Checking the papers…");
+  box.dataset.state = "streaming";
+  const list = el("ul", "papers");
+  turn.append(box, list);
+  chat.append(turn);
+  turn.scrollIntoView({ block: "end" });
+  try {
+    const body = { claim, stream: true };
+    const k = parseInt(topk.value, 10);
+    if (k > 0) body.top_k = k;
+    const r = await fetch("/v1/verify", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (!r.ok) {
+      let msg = r.status + " " + r.statusText;
+      try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
+      throw new Error(msg);
+    }
+    let final = null;
+    for await (const ev of sse(r.body)) {
+      if (ev.event === "paper") list.append(paperItem(JSON.parse(ev.data)));
+      else if (ev.event === "done") final = JSON.parse(ev.data);
+      else if (ev.event === "error") throw new Error(JSON.parse(ev.data).error.message);
+    }
+    if (!final) throw new Error("the check stream ended early");
+    box.classList.remove("streaming");
+    box.dataset.state = "done";
+    box.replaceChildren(el("span", "verdict", final.verdict));
+    if (final.refused) turn.querySelector(".q").append(el("span", "badge refused", "no evidence"));
+  } catch (err) {
+    box.classList.remove("streaming");
+    box.dataset.state = "error";
+    box.replaceChildren(el("span", "error", "Error: " + err.message));
+  } finally {
+    send.disabled = false;
+    input.focus();
+  }
+}
+
+function paperItem(p) {
+  const li = el("li", "paper");
+  li.dataset.label = p.label;
+  li.append(el("span", "badge " + (p.label === "supports" ? "supports" : "contradicts"), p.label));
+  const title = el("span", "title", " [" + p.citations[0].n + "] " + p.title);
+  title.addEventListener("click", () => show(p.citations[0], title));
+  li.append(title);
+  for (const c of p.citations) {
+    const q = el("blockquote", "rationale", c.quote);
+    q.addEventListener("click", () => show(c, q));
+    li.append(q);
+  }
+  return li;
+}
 
 // Server-sent events from a fetch body (EventSource cannot POST).
 async function* sse(stream) {
