@@ -219,3 +219,37 @@ def test_qwen_reader_reads(name: str, paper) -> None:  # type: ignore[no-untyped
     result = reader.read(QUESTION, paper)
     assert_read(result, paper)
     assert result.sentence is not None
+
+
+def test_chat_stream_sends_the_readers_progress_before_the_answer(
+    sample_settings, sample_store, embeddings
+) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.helpers import sse_events
+
+    settings = reader_settings(
+        sample_settings,
+        enabled=True,
+        model=smollm2(),
+        gate_margin=20.0,
+        threshold=0.0,
+        max_reads=1,
+        budget_seconds=120,
+    )
+    app = create_app(settings, store=sample_store, embeddings=embeddings)
+    with TestClient(app) as client:
+        body = {"question": FOREIGN, "stream": True}
+        with client.stream("POST", "/v1/chat", json=body) as r:
+            assert r.status_code == 200
+            events = sse_events(r.read().decode())
+    names = [n for n, _ in events]
+    assert names[0] == "progress" and names[-2:] == ["citations", "done"]
+    progress = json.loads(events[0][1])
+    assert progress["stage"] == "reader" and progress["step"] == "gate"
+    done = json.loads(events[-1][1])
+    assert done["reader"]["reads"][0]["paper_id"] == progress["paper_id"]
+    assert not done["refused"] and done["citations"]
