@@ -25,10 +25,10 @@ from api.routes import chat, health, openai_compat, papers, search, web
 from api.routes import claims as claim_routes
 from api.security import Guard, redact_access_log
 from rag.chain import QAChain, build_chain
-from rag.embeddings import make_embeddings
+from rag.encode.embeddings import make_embeddings
 from rag.generate import GeneratorUnavailable
+from rag.index.store import Store, open_store
 from rag.settings import Settings, get_settings
-from rag.store import Store, open_store
 from rag.text import specificity
 from rag.warmup import settle_heap, warm_matcher, warm_sentences
 

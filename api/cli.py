@@ -36,7 +36,7 @@ def _settings() -> Settings:
 
 
 def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from rag.store import StoreConfigError, StoreUnavailable, open_store
+    from rag.index.store import StoreConfigError, StoreUnavailable, open_store
 
     try:
         return open_store(settings)
@@ -131,8 +131,8 @@ def ingest(
     """Chunk, embed and upsert abstracts into the store. Unchanged papers cost nothing."""
     from ingest.job import IngestJob, PruneRefused
     from ingest.loaders import SourceError, check_readable, detect_format
-    from rag.embeddings import make_embeddings
-    from rag.store import StoreUnavailable
+    from rag.encode.embeddings import make_embeddings
+    from rag.index.store import StoreUnavailable
 
     if engine not in ("local", "ray"):
         _fail(f"unknown --engine '{engine}' (local, ray)")
@@ -223,7 +223,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Papers for QUERY (hybrid dense + BM25), with score and best passage."""
-    from rag.retrieve import paper_search
+    from rag.retrieval.retrieve import paper_search
 
     if not query.strip():
         _fail("the query is empty")
@@ -476,7 +476,7 @@ def mcp_command(
 ) -> None:
     """Serve the MCP tools over stdio, for a local MCP client (Claude Desktop, an IDE)."""
     from api.mcp_server import Backend, run_stdio
-    from rag.embeddings import make_embeddings
+    from rag.encode.embeddings import make_embeddings
 
     settings = _settings()
     if writes and not settings.admin_key:

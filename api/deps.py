@@ -12,9 +12,9 @@ from langchain_core.embeddings import Embeddings
 from api.middleware import Metrics
 from api.security import Guard
 from rag.chain import QAChain
-from rag.retrieve import Retriever
+from rag.index.store import Store
+from rag.retrieval.retrieve import Retriever
 from rag.settings import Settings
-from rag.store import Store
 
 
 def get_settings_dep(request: Request) -> Settings:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.store import StoreUnavailable
+from rag.index.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

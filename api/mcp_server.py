@@ -46,9 +46,9 @@ from ingest.loaders import FORMATS as LOADERS
 from rag.chain import QAChain
 from rag.cite import FORMATS as CITE_FORMATS
 from rag.cite import export, record_of
-from rag.retrieve import paper_search
+from rag.index.store import Store, StoreUnavailable
+from rag.retrieval.retrieve import paper_search
 from rag.settings import Settings
-from rag.store import Store, StoreUnavailable
 from rag.types import Citation, Filters
 
 MCP_PATH = "/mcp"

@@ -1,4 +1,4 @@
-"""Fit and check the paper-answerability model (rag/answerable.py) on the dev sets.
+"""Fit and check the paper-answerability model (rag/answer/answerable.py) on the dev sets.
 
 For every answerable dev question of each named dataset (the sample and
 PubMedQA), retrieval runs as in `/v1/chat` and the extractive generator scores
@@ -13,7 +13,7 @@ Reports, always from predictions on questions the model was *not* fitted on:
 - leave-one-corpus-out: fitted on one corpus, scored on the other;
 per corpus and question kind: citation precision (kept papers that are gold)
 and recall (gold papers kept). `--fit` then fits on all rows and writes the
-weights to rag/answerable.json. Both corpora weigh the same in the fit, so the
+weights to rag/answer/answerable.json. Both corpora weigh the same in the fit, so the
 500 PubMedQA questions do not drown the sample's.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from evals.dataset import cached_rows
 from evals.fit import logistic
-from rag.answerable import (
+from rag.answer.answerable import (
     FEATURES,
     WEIGHTS,
     Evidence,
@@ -38,7 +38,7 @@ from rag.answerable import (
     intent,
     read_sentences,
 )
-from rag.fitted import LinearModel
+from rag.answer.fitted import LinearModel
 from rag.types import Source
 
 ANSWERABLE = ("single", "multi", "fact")
@@ -47,9 +47,9 @@ ANSWERABLE = ("single", "multi", "fact")
 def collect(name: str, out: Path) -> list[dict[str, Any]]:
     from evals.dataset import load_dataset, named
     from evals.run import CiteQA, _store_dir, file_hash
-    from rag.embeddings import make_embeddings
+    from rag.check.support import SentenceEncoder
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
-    from rag.support import SentenceEncoder
 
     d = named(name)
     rows = [r for r in load_dataset(d.questions) if r["kind"] in ANSWERABLE]
@@ -220,7 +220,7 @@ def baseline(rows: list[dict[str, Any]], top: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m evals.answerability", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("reports"))
-    parser.add_argument("--fit", action="store_true", help="Write rag/answerable.json.")
+    parser.add_argument("--fit", action="store_true", help="Write rag/answer/answerable.json.")
     parser.add_argument("--refresh", action="store_true", help="Recollect the feature rows.")
     args = parser.parse_args(argv)
     every = cached_rows(

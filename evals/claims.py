@@ -36,7 +36,7 @@ from evals import metrics as M
 from evals.dataset import SHARED_CORPORA
 from evals.fit import logistic
 from rag import claims as C
-from rag.fitted import LinearModel
+from rag.answer.fitted import LinearModel
 from rag.types import Source
 
 # Beside the repository; a git worktree one level further down finds it one level up.

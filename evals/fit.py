@@ -1,4 +1,4 @@
-"""The one way citeqa fits its decisions (rag/fitted.py): a logistic regression on
+"""The one way citeqa fits its decisions (rag/answer/fitted.py): a logistic regression on
 standardised features in which each dev corpus weighs the same, so that 500
 PubMedQA questions do not drown the sample's 128 and the weights serve a field
 that is neither. `evals.answerability` and `evals.roles` fit through here.
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.fitted import LinearModel
+from rag.answer.fitted import LinearModel
 
 
 def corpus_weights(rows: Sequence[dict[str, Any]]) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""Fit and check the sentence-role model (rag/roles.py): does a sentence state a
+"""Fit and check the sentence-role model (rag/answer/roles.py): does a sentence state a
 finding (a contribution, a result, a conclusion) or its setting?
 
     python -m evals.roles            # held-out figures for each feature set
-    python -m evals.roles --fit      # also write rag/roles.json
+    python -m evals.roles --fit      # also write rag/answer/roles.json
 
 The sentences are those of `evals/data/roles-{sample,pubmedqa}.jsonl`, every
 sentence of 61 machine-learning and 60 PubMed abstracts labelled with its role
@@ -26,8 +26,8 @@ import numpy as np
 from evals.dataset import ROLE_FILES
 from evals.fit import logistic
 from evals.metrics import FINDING_ROLES
-from rag.fitted import LinearModel
-from rag.roles import FEATURES, WEIGHTS, cue_features
+from rag.answer.fitted import LinearModel
+from rag.answer.roles import FEATURES, WEIGHTS, cue_features
 
 FEATURE_SETS = ("cues", "cues+embedding")
 C_GRID = (0.03, 0.1, 0.3, 1.0)
@@ -60,9 +60,9 @@ def labelled() -> list[dict[str, Any]]:
 
 def vectors(rows: list[dict[str, Any]]) -> np.ndarray:
     """The sentences' unit vectors from the embedding model citeqa answers with."""
-    from rag.embeddings import make_embeddings
+    from rag.check.support import SentenceEncoder
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
-    from rag.support import SentenceEncoder
 
     return SentenceEncoder(make_embeddings(Settings())).encode([r["text"] for r in rows])
 

@@ -143,8 +143,8 @@ class Baseline:
         from langchain_core.documents import Document
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+        from rag.check.support import SentenceEncoder
         from rag.generate import make_generator
-        from rag.support import SentenceEncoder
 
         self.settings = settings
         self.embeddings = embeddings
@@ -260,7 +260,7 @@ class Baseline:
         """The tutorial offline: the retrieved chunks' `BASELINE_SENTENCES` sentences
         closest to the question, whichever papers they come from (citeqa's
         extractive generator assumes the chain already chose the papers that answer)."""
-        from rag.answerable import read_sentences
+        from rag.answer.answerable import read_sentences
 
         read = read_sentences(question, sources, self.encoder)
         order = sorted(range(len(read.sentences)), key=lambda i: -read.topical[i])
@@ -274,9 +274,9 @@ class Baseline:
 def supported_share(outcome: Outcome, papers: dict[str, Paper], encoder: Any) -> float | None:
     """Share of (sentence, marker) pairs whose cited paper's abstract supports the
     sentence (the verifier's own threshold, applied to every configuration)."""
-    from rag.support import best_support
+    from rag.check.support import best_support
+    from rag.check.verify import SUPPORTED, strip_markers
     from rag.text import sentence_spans
-    from rag.verify import SUPPORTED, strip_markers
 
     checks = []
     for line in outcome.text.split("\n"):
@@ -507,9 +507,9 @@ def evaluate(
     checks. `cache`: keep the ingested stores under `out/.cache`, keyed by the
     corpus file's hash. With `judge_url`, an OpenAI-compatible judge also scores
     faithfulness and relevance."""
-    from rag.embeddings import make_embeddings
+    from rag.check.support import SentenceEncoder
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
-    from rag.support import SentenceEncoder
 
     t_run = time.perf_counter()
     all_rows = load_dataset(spec.questions)

@@ -62,8 +62,8 @@ def done_keys(path: Path) -> set[tuple[str, str, str]]:
 def pairs(name: str, out: Path, limit: int | None) -> list[dict[str, Any]]:
     """The dataset's (question, retrieved paper) pairs, with the paper itself."""
     from evals.run import CiteQA, _store_dir, file_hash
-    from rag.answerable import intent
-    from rag.embeddings import make_embeddings
+    from rag.answer.answerable import intent
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
 
     if name in DATASETS and not DATASETS[name].tuned:  # before its text is even looked for

@@ -10,7 +10,7 @@ fewest wrong refusals, then the widest margin. Ten-fold cross-validation says
 how well the rule carries to questions it was not tuned on.
 
 `match` is how much of the question the top papers say, word by word in
-meaning (`rag.match`). It replaced `coverage`, the IDF-and-rarity-weighted
+meaning (`rag.answer.match`). It replaced `coverage`, the IDF-and-rarity-weighted
 share of the question's terms found in a top paper (still in the rows). On the
 same 1,391 rows (PubMedQA-extra's near-field questions among them), ten folds
 held out, coverage -> match: wrong refusals 6 -> 1 of 128 on the sample and
@@ -58,7 +58,7 @@ def collect(name: str, out: Path) -> list[dict[str, Any]]:
     """Gate features of the dataset's own and foreign questions on its corpus."""
     from evals.dataset import load_dataset, named
     from evals.run import CiteQA, _store_dir, file_hash
-    from rag.embeddings import make_embeddings
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
 
     d = named(name)

@@ -8,7 +8,7 @@ upserted, then the paper's stale chunk ids are deleted. Writes are
 idempotent upserts keyed by `paper_id#chunk_index`, so a run killed at any
 point and run again ends in the state of one clean run.
 
-Readers follow the store through its change log (rag/store.py): before the
+Readers follow the store through its change log (rag/index/store.py): before the
 first write of a batch of papers the job logs their ids, and again once the
 batch is written. The first entry makes a run killed mid-batch still name what
 it touched; the second tells readers the batch is complete. A reader that only
@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from ingest.chunk import chunk_paper, embed_text
 from ingest.loaders import Skipped, check_readable, load
+from rag.index.store import Store, StoredChunk
 from rag.settings import Settings
-from rag.store import Store, StoredChunk
 from rag.types import Chunk, Paper, chunk_id
 
 PAPERS_PER_BATCH = 256
@@ -138,7 +138,7 @@ class IngestSummary:
 
 
 def chunk_metadata(paper: Paper, chunk: Chunk, n_chunks: int, paper_hash: str) -> dict[str, Any]:
-    """What each chunk record carries (see rag/store.py); None means absent."""
+    """What each chunk record carries (see rag/index/store.py); None means absent."""
     meta: dict[str, Any] = {
         "paper_id": paper.paper_id,
         "title": paper.title,

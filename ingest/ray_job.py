@@ -45,8 +45,8 @@ from typing import Any
 from ingest.job import PAPERS_PER_BATCH, IngestJob, IngestSummary, Pending
 from ingest.loaders import Skipped, SourceError, check_readable, detect_format
 from ingest.loaders.ranges import LineNumbers
+from rag.index.store import Store
 from rag.settings import Settings
-from rag.store import Store
 from rag.types import Chunk, Paper
 
 log = logging.getLogger(__name__)

@@ -107,7 +107,7 @@ _STORES: dict[str, Any] = {}
 
 def _store(settings: Settings) -> Any:
     """One store client per worker process and collection."""
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     key = f"{settings.chroma_url} {settings.collection_name}"
     if key not in _STORES:
@@ -135,7 +135,7 @@ class EmbedActor:
     """Embeds the chunks of changed papers; one model (or endpoint client) per actor."""
 
     def __init__(self, settings: Settings, threads: int, gpu: bool) -> None:
-        from rag.embeddings import make_embeddings
+        from rag.encode.embeddings import make_embeddings
 
         if gpu and settings.embedding.provider == "local":
             embedding = settings.embedding.model_copy(update={"device": "cuda"})

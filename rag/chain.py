@@ -1,7 +1,7 @@
 """The question-answering pipeline: plain steps over one typed `State`.
 
     rewrite (follow-ups, with the chat history) -> retrieve (hybrid, gated)
-      -> answerable (which retrieved papers answer: rag/answerable.py)
+      -> answerable (which retrieved papers answer: rag/answer/answerable.py)
          [with `reader.enabled`: a model reads the papers where the two steps
           above are unsure, within a time budget: rag/reader/consult.py]
       -> generate (a generator from the registry, streamed, given only those papers)
@@ -33,19 +33,19 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from rag.answerable import answering_sources, intent, scored_sources
-from rag.embeddings import make_embeddings
+from rag.answer.answerable import answering_sources, intent, scored_sources
+from rag.check.guard import OutputGuard
+from rag.check.support import SentenceEncoder
+from rag.check.verify import verify
+from rag.encode.embeddings import make_embeddings
 from rag.generate import Generator, Generators, GeneratorUnavailable
-from rag.guard import OutputGuard
+from rag.index.store import Store, open_store
 from rag.reader import Reader, make_reader
 from rag.reader.consult import Consultation, Reads
-from rag.retrieve import Mode, Retrieval, Retriever, make_retriever
+from rag.retrieval.retrieve import Mode, Retrieval, Retriever, make_retriever
 from rag.settings import Settings
-from rag.store import Store, open_store
-from rag.support import SentenceEncoder
 from rag.text import terms
 from rag.types import Answer, Filters, Source
-from rag.verify import verify
 
 REFUSAL = "The corpus does not cover this question."
 NEAREST = 3  # papers a refusal near the corpus names
@@ -263,7 +263,7 @@ def read_near_refusal(parts: Parts, s: State) -> Iterator[Event]:
 
 
 def answerable(parts: Parts, s: State) -> Iterator[Event]:
-    """Of the papers retrieved, the ones that answer (rag/answerable.py): the only
+    """Of the papers retrieved, the ones that answer (rag/answer/answerable.py): the only
     ones any generator is given, and so the only ones an answer can cite. With the
     reader on, a set question's papers the model is unsure of are read, and the
     reader decides those."""

@@ -6,7 +6,7 @@ each retrieved paper that bears on a claim, whether it supports or contradicts
 it, with the sentences that say so (its rationale, cited with offsets like an
 answer's citations), and a verdict over all of them.
 
-Two fitted decisions (rag/fitted.py), both in `claims.json` beside this module,
+Two fitted decisions (rag/answer/fitted.py), both in `claims.json` beside this module,
 written by `python -m evals.claims --fit`:
 
 - `rationale`: is this sentence evidence on the claim? Per sentence, from its
@@ -37,9 +37,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from rag.fitted import LinearModel
-from rag.retrieve import Retriever
-from rag.support import SentenceEncoder, overlap, term_set
+from rag.answer.fitted import LinearModel
+from rag.check.support import SentenceEncoder, overlap, term_set
+from rag.retrieval.retrieve import Retriever
 from rag.text import sentence_spans, terms
 from rag.types import Citation, Filters, Source
 

@@ -111,7 +111,7 @@ class RetrievalSettings(_Group):
         ge=0,
         le=10,
         description="Weight of the best papers' coverage of the question in meaning "
-        "(rag.match: each content word of the question matched to its closest word in "
+        "(rag.answer.match: each content word of the question matched to its closest word in "
         "a paper) against the best chunk's cosine similarity in the gate.",
     )
     gate_threshold: float = Field(
@@ -184,12 +184,12 @@ class RetrievalSettings(_Group):
     reranker: str = Field(
         "none",
         description="Re-ranks the fused papers before the gate (a name in "
-        "rag.rerank.RERANKERS; 'none' keeps the fused order).",
+        "rag.retrieval.rerank.RERANKERS; 'none' keeps the fused order).",
     )
     match_cache_papers: int = Field(
         512,
         ge=0,
-        description="Papers whose words in context the gate keeps (rag/match.py; about "
+        description="Papers whose words in context the gate keeps (rag/answer/match.py; about "
         "250 KB each). At API start they are read in the background, up to this many: a "
         "paper read for the first time costs about 50 ms on 2 cores.",
     )
@@ -373,7 +373,7 @@ class Settings(BaseSettings):
         "and chunking settings is appended so incompatible vectors never mix.",
     )
     vector_store: str = Field(
-        "chroma", description="Which vector store (a name in rag.store.STORES)."
+        "chroma", description="Which vector store (a name in rag.index.store.STORES)."
     )
     write_batch: int = Field(
         32,
@@ -456,9 +456,9 @@ class Settings(BaseSettings):
     def _known_names(self) -> Settings:
         # The registries are the one list of names; imported here, once settings exist.
         from rag.generate import generator_names
+        from rag.index.store import store_names
         from rag.reader import reader_names
-        from rag.rerank import RERANKERS
-        from rag.store import store_names
+        from rag.retrieval.rerank import RERANKERS
 
         for field, value, known in (
             ("llm", [self.llm], generator_names()),

@@ -162,7 +162,7 @@ class Source:
     """Its place among papers by BM25; None if BM25 missed it."""
     coverage: float = 0.0
     """Share of the question's terms its title and abstract hold, each weighted by
-    `rag.retrieve.topic_weights` (IDF times rarity in English)."""
+    `rag.retrieval.retrieve.topic_weights` (IDF times rarity in English)."""
 
     def __post_init__(self) -> None:
         self.url = web_url(self.url)  # stores ingested before the check

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gc
 import threading
 
-from rag.match import Matcher
-from rag.store import Store
-from rag.support import SentenceEncoder
+from rag.answer.match import Matcher
+from rag.check.support import SentenceEncoder
+from rag.index.store import Store
 from rag.text import sentence_spans
 from rag.types import Source
 
@@ -59,7 +59,7 @@ def warm_sentences(
 
 
 def warm_matcher(store: Store, matcher: Matcher, stop: threading.Event, batch: int = 1) -> int:
-    """Read papers' words in context into the gate's matcher (rag/match.py), as many
+    """Read papers' words in context into the gate's matcher (rag/answer/match.py), as many
     as it keeps, one paper (about 50-90 ms of the model on 2 cores) at a time so a
     request waits little for the CPU; returns how many. Stops early when `stop` is set."""
     done = 0

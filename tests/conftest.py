@@ -60,7 +60,7 @@ def fake_embeddings() -> FakeEmbeddings:
 @pytest.fixture(scope="session")
 def embeddings() -> Embeddings:
     """The real all-MiniLM-L6-v2, loaded once for the whole run."""
-    from rag.embeddings import make_embeddings
+    from rag.encode.embeddings import make_embeddings
 
     emb = make_embeddings(Settings(data_dir=Path("/nonexistent-unused")))
     emb.load()  # type: ignore[attr-defined]
@@ -76,7 +76,7 @@ def sample_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def sample_store(sample_settings: Settings, embeddings: Embeddings):  # type: ignore[no-untyped-def]
     """A real embedded Chroma holding the sample corpus, ingested once."""
     from ingest.job import IngestJob
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     store = open_store(sample_settings)
     summary = IngestJob(store, embeddings, sample_settings, progress=False).run([str(SAMPLE)])
@@ -94,7 +94,7 @@ def sample_chain(sample_settings: Settings, sample_store, embeddings):  # type: 
 
 @pytest.fixture(scope="session")
 def sample_retriever(sample_settings: Settings, sample_store, embeddings):  # type: ignore[no-untyped-def]
-    from rag.retrieve import make_retriever
+    from rag.retrieval.retrieve import make_retriever
 
     return make_retriever(sample_settings, sample_store, embeddings)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from ingest.job import IngestJob
-from rag.answerable import intent, topic
+from rag.answer.answerable import intent, topic
 from rag.chain import REFUSAL, Question, build_chain, heuristic_rewrite
+from rag.check.support import SentenceEncoder, SourceSentence, source_sentences
 from rag.generate.prompt import format_sources, messages
-from rag.retrieve import topic_weights
+from rag.index.store import open_store
+from rag.retrieval.retrieve import topic_weights
 from rag.settings import Settings
-from rag.store import open_store
-from rag.support import SentenceEncoder, SourceSentence, source_sentences
 from rag.text import specificity, terms
 from rag.types import Filters, Source
 from rag.warmup import warm_sentences

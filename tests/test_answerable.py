@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rag.answerable import (
+from rag.answer.answerable import (
     FEATURES,
     WEIGHTS,
     Evidence,
@@ -20,7 +20,7 @@ from rag.answerable import (
     topic,
 )
 from rag.chain import Question, build_chain
-from rag.support import SentenceEncoder, source_sentences
+from rag.check.support import SentenceEncoder, source_sentences
 from rag.text import sentence_spans
 from rag.types import Source
 from tests.helpers import FakeEmbeddings
@@ -204,8 +204,8 @@ def test_a_sole_papers_answer_carries_its_conclusion_not_its_registration(embedd
     # The opening restates the question almost word for word; the conclusion shares
     # few of its words. The conclusion is still quoted (it is what the paper found),
     # and the closing registration line never is.
+    from rag.check.support import SentenceEncoder
     from rag.generate.extractive import ExtractiveGenerator
-    from rag.support import SentenceEncoder
 
     src = Source(1, "coffee", "Coffee and kidney stones", COFFEE, None, 1.0, 1.0)
     picked = ExtractiveGenerator(None, SentenceEncoder(embeddings)).select(

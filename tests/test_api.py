@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from rag.index.store import StoreUnavailable
 from rag.settings import ApiSettings, Settings
-from rag.store import StoreUnavailable
 from rag.warmup import settle_heap
 from tests.helpers import sse_events
 
@@ -479,7 +479,7 @@ def test_readyz_shows_the_warm_up_until_it_is_done(sample_settings, sample_store
         assert c.get("/readyz").json()["warmup"] == {
             "running": False,
             "sentences": 150,
-            "papers": 61,  # every paper's words, for the gate (rag/match.py)
+            "papers": 61,  # every paper's words, for the gate (rag/answer/match.py)
         }
         assert c.post("/v1/chat", json={"question": COVERED}).status_code == 200
         # BM25 (tantivy, nothing to compile) finds the paper.

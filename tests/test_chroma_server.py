@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ingest.job import IngestJob
-from rag.retrieve import make_retriever, search_papers
+from rag.index.store import StoreUnavailable, open_store
+from rag.retrieval.retrieve import make_retriever, search_papers
 from rag.settings import Settings
-from rag.store import StoreUnavailable, open_store
 from tests.helpers import SAMPLE, free_port
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from ingest.job import IngestJob
 from rag.cite import FORMATS, CiteRecord, export, record_of
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from tests.reflib import library, to_csljson, to_ris
 
 QUESTION = "How do randomized tree ensembles regulate the smoothness of their predictions?"

@@ -40,7 +40,7 @@ def fixture_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def chain(fixture_settings: Settings, embeddings):  # type: ignore[no-untyped-def]
     from ingest.job import IngestJob
     from rag.chain import build_chain
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     store = open_store(fixture_settings)
     summary = IngestJob(store, embeddings, fixture_settings, progress=False).run([str(FIXTURE)])

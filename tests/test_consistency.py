@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ingest.job import IngestJob
-from rag.retrieve import make_retriever
+from rag.index.store import open_store
+from rag.retrieval.retrieve import make_retriever
 from rag.settings import Settings
-from rag.store import open_store
 
 
 def _paper(path: Path, rev: str, sentences: int) -> None:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from rag.embeddings import LocalEmbeddings, bf16_supported, local_model_path, make_embeddings
+from rag.encode.embeddings import LocalEmbeddings, bf16_supported, local_model_path, make_embeddings
 from rag.settings import Settings
 
 TEXTS = [

@@ -24,7 +24,7 @@ from evals.run import (
     report_stem,
     summarise,
 )
-from rag.answerable import intent
+from rag.answer.answerable import intent
 from tests.helpers import SAMPLE
 
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from ingest.job import IngestJob
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from tests.helpers import (
     SAMPLE,
     VENV_BIN,

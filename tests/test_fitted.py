@@ -1,4 +1,4 @@
-"""The fitted decisions' one model type (rag/fitted.py) and their one fit
+"""The fitted decisions' one model type (rag/answer/fitted.py) and their one fit
 (evals/fit.py): the shipped weight files read and write back unchanged, each
 corpus weighs the same in a fit, and extra columns' standardisation folds into
 their weights exactly."""
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from evals.fit import corpus_weights, logistic
-from rag import answerable, roles
-from rag.fitted import LinearModel
+from rag.answer import answerable, roles
+from rag.answer.fitted import LinearModel
 
 
 @pytest.mark.parametrize("path", [answerable.WEIGHTS, roles.WEIGHTS])

@@ -9,10 +9,10 @@ from pydantic import SecretStr
 
 from ingest.job import IngestJob
 from rag.chain import Question, build_chain
+from rag.check.guard import OutputGuard
 from rag.generate.prompt import SYSTEM
-from rag.guard import OutputGuard
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from tests.helpers import SAMPLE, assert_valid_answer
 
 ADMIN = "adm-7f3c9e1b5a"

@@ -139,7 +139,7 @@ def test_deeply_nested_json_is_a_400(reader: TestClient, caplog, path: str, body
 
 def test_deeply_nested_jsonl_record_is_skipped_with_its_line(tmp_path, fake_embeddings) -> None:
     from ingest.job import IngestJob
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     settings = Settings(data_dir=tmp_path / "data")
     source = tmp_path / "deep.jsonl"

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from ingest.job import IngestJob
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from tests.helpers import SAMPLE, FakeEmbeddings
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ingest.job import IngestJob
-from rag.lexical import open_lexical
+from rag.index.lexical import open_lexical
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from tests.helpers import SAMPLE, VENV_BIN
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]

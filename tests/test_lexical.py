@@ -1,4 +1,4 @@
-"""The BM25 index (rag/lexical.py) follows the store's change log: a reader
+"""The BM25 index (rag/index/lexical.py) follows the store's change log: a reader
 re-reads only the papers a write named, falls back to one full build when the
 log no longer reaches back, and processes sharing a directory share the work.
 Every check counts documents and builds, never time."""
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from ingest.job import IngestJob
-from rag.lexical import LexicalCache, analyzer, lexical_dir, open_lexical
+from rag.index.lexical import LexicalCache, analyzer, lexical_dir, open_lexical
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from rag.text import terms
 from rag.types import Filters
 from tests.helpers import SAMPLE
@@ -212,14 +212,14 @@ _READER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from rag.lexical import LexicalCache
+    from rag.index.lexical import LexicalCache
     from rag.settings import Settings
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     settings = Settings(
         data_dir=Path(sys.argv[1]), chroma_url=sys.argv[2], collection_prefix=sys.argv[3]
     )
-    from rag.lexical import lexical_dir
+    from rag.index.lexical import lexical_dir
     cache = LexicalCache(open_store(settings), lexical_dir(settings), refresh_seconds=0)
     for line in sys.stdin:
         index = cache.get()

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from ingest.job import IngestJob
 from ingest.loaders import Skipped, load
 from ingest.loaders.common import MAX_ABSTRACT_CHARS
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from rag.types import Paper
 
 FUZZ = settings(
@@ -200,7 +200,7 @@ def test_ingesting_fuzz_never_crashes_and_loses_nothing(tmp_path: Path, stored, 
 def test_very_long_tokens_are_stored_and_shown_as_data(tmp_path: Path, embeddings) -> None:
     """A 30,000-character 'word' (no spaces) and markup survive chunking, embedding
     (the tokenizer truncates) and BM25, and the paper is still found and shown whole."""
-    from rag.retrieve import make_retriever, search_papers
+    from rag.retrieval.retrieve import make_retriever, search_papers
 
     settings = Settings(data_dir=tmp_path / "d")
     store = open_store(settings)

@@ -201,8 +201,8 @@ def test_non_text_title_abstract_or_id_is_a_reported_bad_record(tmp_path: Path) 
     """str() of a JSON object or list is never a title: such records are reported
     with their line and reason, like any malformed record, and nothing is coerced."""
     from ingest.job import IngestJob
+    from rag.index.store import open_store
     from rag.settings import Settings
-    from rag.store import open_store
     from tests.helpers import FakeEmbeddings
 
     records = [

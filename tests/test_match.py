@@ -1,4 +1,4 @@
-"""The gate's reading of a question against papers, word by word (rag/match.py)."""
+"""The gate's reading of a question against papers, word by word (rag/answer/match.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from rag.embeddings import LocalEmbeddings, local_model_path
-from rag.match import Matcher
+from rag.answer.match import Matcher
+from rag.encode.embeddings import LocalEmbeddings, local_model_path
 from rag.types import Source
 
 QUESTION = "How does knowledge distillation improve small object detectors?"
@@ -123,8 +123,8 @@ def test_warm_up_reads_the_stores_papers_so_questions_read_none(
 ) -> None:
     import threading
 
-    from rag.lexical import open_lexical
-    from rag.retrieve import Retriever
+    from rag.index.lexical import open_lexical
+    from rag.retrieval.retrieve import Retriever
     from rag.warmup import warm_matcher
 
     m = Matcher(embeddings, papers=1000)  # type: ignore[arg-type]
@@ -155,7 +155,7 @@ def test_warm_up_reads_the_stores_papers_so_questions_read_none(
 
 
 def test_a_set_questions_topic_runs_through_the_model_once(sample_chain, embeddings) -> None:
-    from rag.answerable import topic
+    from rag.answer.answerable import topic
     from rag.chain import Question
 
     question = "Which papers study how networks memorize noisy labels?"
@@ -170,8 +170,8 @@ def test_a_set_questions_topic_runs_through_the_model_once(sample_chain, embeddi
 def test_the_gates_pass_over_a_paper_gives_the_answerability_step_its_sentence_vectors(
     embeddings,
 ) -> None:
-    from rag.answerable import read_sentences
-    from rag.support import SentenceEncoder
+    from rag.answer.answerable import read_sentences
+    from rag.check.support import SentenceEncoder
 
     paper = _paper(
         "oat-bran",
@@ -199,8 +199,8 @@ def test_the_gates_pass_over_a_paper_gives_the_answerability_step_its_sentence_v
 
 def test_without_reuse_the_answerability_step_runs_the_sentences_again(embeddings) -> None:
     # The baseline of `python -m evals.bench.cold`.
-    from rag.answerable import read_sentences
-    from rag.support import SentenceEncoder
+    from rag.answer.answerable import read_sentences
+    from rag.check.support import SentenceEncoder
 
     paper = _paper(
         "walking",

@@ -12,8 +12,8 @@ import pytest
 from api.mcp_server import Backend, build_server
 from ingest.job import IngestJob
 from rag.chain import build_chain
+from rag.index.store import StoreUnavailable, open_store
 from rag.settings import Settings
-from rag.store import StoreUnavailable, open_store
 from tests.reflib import library, to_csljson
 
 

@@ -31,8 +31,8 @@ import pytest
 from evals.dataset import SHARED_CORPORA
 from evals.procs import ray_env, start_ray_node, stop_ray_node
 from ingest.job import IngestJob
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 from tests.helpers import ROOT, VENV_BIN, base_env, free_port, in_ci, start_chroma, stop
 
 # Generous: the figures above are for an idle machine; a busy one is many times slower.

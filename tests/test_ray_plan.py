@@ -16,8 +16,8 @@ from ingest.ray_job import (
     plan_from_json,
     plan_to_json,
 )
+from rag.index.store import StoredChunk
 from rag.settings import Settings
-from rag.store import StoredChunk
 from rag.types import Paper
 
 

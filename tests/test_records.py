@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from ingest.job import IngestJob
-from rag.lexical import LexicalIndex
-from rag.retrieve import make_retriever
+from rag.index.lexical import LexicalIndex
+from rag.index.store import RecordCache, open_store
+from rag.retrieval.retrieve import make_retriever
 from rag.settings import Settings
-from rag.store import RecordCache, open_store
 from rag.types import ChunkHit
 
 
@@ -46,7 +46,7 @@ def test_record_cache_fetches_only_misses_and_evicts_least_recent() -> None:
 
 def _count_reads(monkeypatch, store) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
     """(chunk ids queries read from the index's stored documents, from the store)."""
-    from rag.lexical import LexicalCache
+    from rag.index.lexical import LexicalCache
 
     local: list[str] = []
     fetched: list[str] = []
@@ -64,7 +64,7 @@ def _hold_catch_ups(monkeypatch):  # type: ignore[no-untyped-def]
     """Make BM25 catch-ups wait until the returned event is set."""
     import threading
 
-    from rag.lexical import LexicalCache
+    from rag.index.lexical import LexicalCache
 
     release = threading.Event()
     real = LexicalCache._apply
@@ -308,7 +308,7 @@ def test_an_unreadable_change_log_drops_every_record(
 ) -> None:
     import pytest
 
-    from rag.store import StoreUnavailable
+    from rag.index.store import StoreUnavailable
 
     settings, store, src = _ingested(tmp_path, embeddings, TWO_PAPERS)
     retriever = make_retriever(settings, store, embeddings)

@@ -1,5 +1,5 @@
 """Sentence roles: the labelled sentences (evals/data/roles-*.jsonl) line up with
-the abstracts as citeqa splits them, the shipped model (rag/roles.json) is the
+the abstracts as citeqa splits them, the shipped model (rag/answer/roles.json) is the
 fit of those labels and tells findings from their setting in a field it was not
 fitted on, and `citeqa eval` reads which roles an answer quotes."""
 
@@ -14,9 +14,9 @@ from evals import dataset as D
 from evals import metrics as M
 from evals.roles import FIT_C, auc, fit, held_out, labelled
 from ingest.loaders import load
-from rag.fitted import LinearModel
-from rag.roles import FEATURES, cue_features, finding_probability, model
-from rag.support import SourceSentence
+from rag.answer.fitted import LinearModel
+from rag.answer.roles import FEATURES, cue_features, finding_probability, model
+from rag.check.support import SourceSentence
 from rag.text import sentence_spans
 from rag.types import Source
 

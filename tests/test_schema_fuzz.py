@@ -16,8 +16,8 @@ from schemathesis import GenerationMode
 
 from api.app import create_app
 from ingest.job import IngestJob
+from rag.index.store import open_store
 from rag.settings import ApiSettings, Settings
-from rag.store import open_store
 from tests.helpers import SAMPLE
 
 pytestmark = pytest.mark.slow

@@ -19,13 +19,13 @@ from pydantic import SecretStr, ValidationError
 from api.app import create_app
 from api.schemas import ChatRequest
 from ingest.job import IngestJob
-from rag import rerank
 from rag.chain import AnswerCancelled, Question, build_chain
 from rag.generate import generator_names
-from rag.lexical import LexicalCache
-from rag.retrieve import make_retriever, search_papers
+from rag.index.lexical import LexicalCache
+from rag.index.store import StoreConfigError, VectorStore, open_store
+from rag.retrieval import rerank
+from rag.retrieval.retrieve import make_retriever, search_papers
 from rag.settings import Settings
-from rag.store import StoreConfigError, VectorStore, open_store
 from rag.types import Filters
 from tests.helpers import sse_events
 

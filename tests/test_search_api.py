@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from rag.retrieve import search_papers
+from rag.retrieval.retrieve import search_papers
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_search_with_a_dense_deadline_answers_from_bm25_marked_partial(
 ) -> None:
     import threading
 
-    from rag.retrieve import make_retriever, paper_search
+    from rag.retrieval.retrieve import make_retriever, paper_search
 
     query = "shortcut learning which features networks prefer"
     stalled = _StalledNearest(sample_store)
@@ -169,7 +169,7 @@ def test_a_dense_deadline_marks_nothing_partial_when_the_store_answers_in_time(
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from rag.retrieve import make_retriever, paper_search
+    from rag.retrieval.retrieve import make_retriever, paper_search
 
     class Slow:
         def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
@@ -213,8 +213,8 @@ def test_with_a_dense_deadline_bm25_runs_while_the_query_is_embedded(
     here cannot finish until BM25 has started (a sequential path waits out 5 s)."""
     import threading
 
-    from rag.lexical import LexicalIndex
-    from rag.retrieve import make_retriever
+    from rag.index.lexical import LexicalIndex
+    from rag.retrieval.retrieve import make_retriever
 
     bm25_started = threading.Event()
     seen: list[bool] = []
@@ -240,7 +240,7 @@ def test_a_dense_deadline_counts_from_the_search_start_the_embedding_included(
     vectors although the store would answer at once."""
     import time
 
-    from rag.retrieve import make_retriever
+    from rag.retrieval.retrieve import make_retriever
 
     slow = _EmbeddingsWith(embeddings, lambda: time.sleep(0.3))
     retriever = make_retriever(_with_dense_deadline(sample_settings, 100.0), sample_store, slow)
@@ -262,7 +262,7 @@ def test_a_late_dense_search_scores_bm25s_candidates_with_the_index_vectors(
 ) -> None:
     """Past the deadline the dense side is not lost: BM25's candidates are scored
     with the vectors the BM25 index stores, the same cosines the store gives."""
-    from rag.retrieve import make_retriever
+    from rag.retrieval.retrieve import make_retriever
 
     query = "shortcut learning which features networks prefer"
     stalled = _StalledNearest(sample_store)

@@ -161,7 +161,7 @@ def _jsonl(n_good: int, n_bad: int, dup: int = 0) -> bytes:
 
 def test_summary_lists_the_first_errors_and_counts_the_rest(tmp_path, fake_embeddings) -> None:
     from ingest.job import MAX_REPORTED, IngestJob
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     settings = Settings(data_dir=tmp_path / "store")
     source = tmp_path / "many.jsonl"
@@ -355,7 +355,7 @@ def test_readyz_names_no_filesystem_path(
     open_client: TestClient, sample_settings, sample_store, monkeypatch
 ) -> None:
     import api.routes.health as health
-    from rag.store import StoreUnavailable
+    from rag.index.store import StoreUnavailable
 
     data_dir = str(sample_settings.data_dir)
     r = open_client.get("/readyz")

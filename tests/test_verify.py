@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rag.support import SentenceEncoder
+from rag.check.support import SentenceEncoder
+from rag.check.verify import strip_markers, verify
 from rag.text import sentence_spans
 from rag.types import Source
-from rag.verify import strip_markers, verify
 
 
 def _source(n: int, title: str, abstract: str) -> Source:

@@ -28,7 +28,7 @@ from api.errors import error_body
 from api.middleware import Metrics
 from api.schemas import ChatRequest
 from rag.chain import Event, Question
-from rag.store import StoreUnavailable
+from rag.index.store import StoreUnavailable
 from rag.types import Answer
 
 router = APIRouter(tags=["chat"], dependencies=[Reader])

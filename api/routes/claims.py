@@ -19,7 +19,7 @@ from api.deps import ChainDep, Reader, SettingsDep
 from api.errors import error_body
 from api.schemas import FiltersIn, Strict
 from rag.claims import ClaimCheck, check_claim, stream_claim
-from rag.store import StoreUnavailable
+from rag.index.store import StoreUnavailable
 
 router = APIRouter(tags=["claims"], dependencies=[Reader])
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import MetricsDep, SettingsDep, StoreDep
 from api.errors import redact_paths, without_userinfo
 from rag.generate import check_generator
-from rag.store import Store
+from rag.index.store import Store
 
 router = APIRouter(tags=["health"])
 

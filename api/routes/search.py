@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Reader, RetrieverDep
-from rag.retrieve import paper_search
+from rag.retrieval.retrieve import paper_search
 
 router = APIRouter(tags=["search"], dependencies=[Reader])
 

@@ -112,7 +112,7 @@ def run_one(dataset: str, chunking: ChunkingSettings, embeddings: Any) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rag.embeddings import make_embeddings
+    from rag.encode.embeddings import make_embeddings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="sample", choices=sorted(DATASETS))

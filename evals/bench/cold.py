@@ -28,7 +28,7 @@ def run(dataset: str, questions: int, out: Path) -> dict[str, Any]:
     from evals import metrics as M
     from evals.dataset import load_dataset, named
     from evals.run import CiteQA, _store_dir, file_hash
-    from rag.embeddings import make_embeddings
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
 
     d = named(dataset)

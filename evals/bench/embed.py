@@ -39,8 +39,8 @@ def run(repeats: int = 3) -> tuple[dict[str, Any], list[tuple]]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rag.embeddings import bf16_supported, local_model_path
-    from rag.onnx_embed import OnnxEncoder
+    from rag.encode.embeddings import bf16_supported, local_model_path
+    from rag.encode.onnx_embed import OnnxEncoder
 
     texts = _chunk_texts()
     queries = [t.split("\n", 1)[0][:120] for t in texts[:40]]

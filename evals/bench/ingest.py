@@ -26,10 +26,10 @@ from evals.bench.report import write_report
 from ingest.chunk import chunk_paper, embed_text
 from ingest.job import IngestJob
 from ingest.loaders import Skipped, load
-from rag.embeddings import local_model_path, make_embeddings
+from rag.encode.embeddings import local_model_path, make_embeddings
+from rag.index.store import open_store
 from rag.settings import SAMPLE_CORPUS as SAMPLE
 from rag.settings import Settings
-from rag.store import open_store
 
 
 def _ours(settings: Settings, embeddings: Any, sources: list[str]) -> tuple[float, int, float]:

@@ -88,10 +88,10 @@ def _in_process(data_dir: Path, questions: list[str], repeats: int) -> dict[str,
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     from ingest.loaders import Skipped, load
-    from rag.embeddings import make_embeddings
-    from rag.retrieve import make_retriever, search_papers
+    from rag.encode.embeddings import make_embeddings
+    from rag.index.store import open_store
+    from rag.retrieval.retrieve import make_retriever, search_papers
     from rag.settings import Settings
-    from rag.store import open_store
 
     settings = Settings(data_dir=data_dir)
     emb = make_embeddings(settings)

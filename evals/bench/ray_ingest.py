@@ -43,7 +43,7 @@ from evals.procs import (
     stop_ray_node,
     wait_http,
 )
-from rag.embeddings import local_model_path
+from rag.encode.embeddings import local_model_path
 from rag.settings import SAMPLE_CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -155,11 +155,11 @@ def run(
     sizes: list[int], n_queries: int, new_papers: int = 1000
 ) -> tuple[dict[str, Any], list[tuple]]:
     from evals.bench.scale_server import mode_latency  # it imports this module
-    from rag.embeddings import make_embeddings
-    from rag.lexical import LexicalCache, lexical_dir
-    from rag.retrieve import Retriever
+    from rag.encode.embeddings import make_embeddings
+    from rag.index.lexical import LexicalCache, lexical_dir
+    from rag.index.store import open_store
+    from rag.retrieval.retrieve import Retriever
     from rag.settings import Settings
-    from rag.store import open_store
 
     syn = Synthetic()
     results: list[dict[str, Any]] = []

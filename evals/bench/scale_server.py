@@ -86,7 +86,7 @@ def _settings(**kw: Any) -> Any:
 def build(store_dir: Path, chunks: int) -> dict[str, Any]:
     """At least `chunks` chunks in the embedded store at `store_dir` (added to what
     an earlier run left there); the seconds spent adding are kept across runs."""
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     store = open_store(_settings(data_dir=store_dir))
     have = store.count()
@@ -110,9 +110,9 @@ def build(store_dir: Path, chunks: int) -> dict[str, Any]:
 def _warm_lexical() -> None:
     """What an API process does for its BM25 at start, when the design does anything
     (the bm25s design before tantivy compiled its numba kernels)."""
-    import rag.lexical
+    import rag.index.lexical
 
-    warm = getattr(rag.lexical, "compile_jit", None)
+    warm = getattr(rag.index.lexical, "compile_jit", None)
     if warm is not None:
         warm()
 
@@ -142,7 +142,7 @@ def _child_env() -> dict[str, str]:
 def write(url: str, first_chunk: int, papers: int, word: str, step: int) -> dict[str, Any]:
     """`papers` new papers (every chunk holds `word`), logged and written as the
     ingest job does: the change log before and after, upserts of the job's size."""
-    from rag.store import open_store
+    from rag.index.store import open_store
 
     store = open_store(_settings(chroma_url=url))
     syn = Synthetic(seed=first_chunk)
@@ -166,10 +166,10 @@ def write(url: str, first_chunk: int, papers: int, word: str, step: int) -> dict
 def replica(url: str, data_dir: Path, query: str) -> dict[str, Any]:
     """A new API process's retriever: open the index (a copy of a reader's directory,
     or nothing) and answer one hybrid query."""
-    from rag.embeddings import make_embeddings
-    from rag.lexical import open_lexical
-    from rag.retrieve import Retriever
-    from rag.store import open_store
+    from rag.encode.embeddings import make_embeddings
+    from rag.index.lexical import open_lexical
+    from rag.index.store import open_store
+    from rag.retrieval.retrieve import Retriever
 
     settings = _settings(chroma_url=url, data_dir=data_dir)
     store = open_store(settings)
@@ -335,10 +335,10 @@ def run(
     `CITEQA_WRITE_BATCH`; 256 in a checkout without that setting).
     `dense_deadline_ms`: then a second round of new papers, with the reader's
     queries as paper search makes them with `search_dense_timeout_ms` set."""
-    from rag.embeddings import make_embeddings
-    from rag.lexical import open_lexical
-    from rag.retrieve import Retriever
-    from rag.store import open_store
+    from rag.encode.embeddings import make_embeddings
+    from rag.index.lexical import open_lexical
+    from rag.index.store import open_store
+    from rag.retrieval.retrieve import Retriever
 
     store_dir.mkdir(parents=True, exist_ok=True)
     # Built in a process of its own: embedded Chroma keeps the collection in memory.

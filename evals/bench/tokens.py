@@ -31,7 +31,7 @@ def _tokenizer() -> tuple[Any, int]:
 
     from transformers import AutoTokenizer
 
-    from rag.embeddings import local_model_path
+    from rag.encode.embeddings import local_model_path
 
     path = Path(local_model_path())
     window = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
@@ -67,7 +67,7 @@ def time_embedding(
     is ~96% of ingest time (README, Performance), so this is the ingest rate's bound."""
     import time
 
-    from rag.embeddings import make_embeddings
+    from rag.encode.embeddings import make_embeddings
 
     embeddings = make_embeddings(Settings())
     load = getattr(embeddings, "load", None)

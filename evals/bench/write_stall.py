@@ -24,8 +24,8 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from evals.bench.scale import Synthetic
+from rag.index.store import open_store
 from rag.settings import Settings
-from rag.store import open_store
 
 
 def run(chunks: int, papers: int, after_s: float = 8.0) -> dict[str, Any]:

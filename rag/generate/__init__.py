@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from rag.types import Source
 
 if TYPE_CHECKING:
+    from rag.check.support import SentenceEncoder
     from rag.settings import Settings
-    from rag.support import SentenceEncoder
 
 # name -> "module:Class". Imported lazily: a model client loads only when used.
 GENERATORS: dict[str, str] = {

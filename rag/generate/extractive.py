@@ -1,9 +1,9 @@
 """The offline generator: a query-focused extractive summary with citations.
 
-The chain gives it only the papers that answer (rag/answerable.py). All their
+The chain gives it only the papers that answer (rag/answer/answerable.py). All their
 sentences are scored by embedding similarity to the question plus term
 overlap, weighted by the chance that the sentence states a finding rather than
-its setting (rag/roles.py: a fitted model; motivation, aims and design count
+its setting (rag/answer/roles.py: a fitted model; motivation, aims and design count
 down to `ROLE_FLOOR` of their closeness); each paper's best sentence is taken
 first, then more by maximal marginal relevance (relevant, not redundant, at
 most two per paper, one when three or more papers answer). When one or two
@@ -27,11 +27,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rag.answerable import read_sentences
-from rag.mmr import mmr_select
-from rag.roles import finding_probability, place
+from rag.answer.answerable import read_sentences
+from rag.answer.roles import finding_probability, place
+from rag.check.support import SentenceEncoder, SourceSentence
+from rag.retrieval.mmr import mmr_select
 from rag.settings import Settings
-from rag.support import SentenceEncoder, SourceSentence
 from rag.text import place_markers, sentence_spans
 from rag.types import Source
 
@@ -80,7 +80,7 @@ class ExtractiveGenerator:
         read = read_sentences(question, sources, self.encoder, query_vector, per_paper=None)
         if not read.sentences:
             return []
-        # The chain passes only the papers that answer (rag/answerable.py decides, by
+        # The chain passes only the papers that answer (rag/answer/answerable.py decides, by
         # topic); which of their sentences to quote is a question of role (a finding
         # over its motivation).
         kept = [
@@ -301,7 +301,7 @@ def rhetoric(sentences: Sequence[SourceSentence]) -> list[float]:
     """Findings, conclusions and contributions answer questions; background,
     motivation, aims, methods and calls for further study rarely do: each
     sentence's closeness to the question is weighted by the chance that it states
-    a finding (rag/roles.py), from `ROLE_FLOOR` to 1."""
+    a finding (rag/answer/roles.py), from `ROLE_FLOOR` to 1."""
     p = finding_probability(sentences)
     return [ROLE_FLOOR + (1.0 - ROLE_FLOOR) * float(v) for v in p]
 

@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from rag.check.support import SentenceEncoder
 from rag.generate import GeneratorUnavailable
 from rag.generate.prompt import REWRITE, messages
 from rag.settings import Settings
-from rag.support import SentenceEncoder
 from rag.types import Source
 
 _lock = threading.Lock()

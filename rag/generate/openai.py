@@ -12,10 +12,10 @@ import httpx
 import openai
 from langchain_openai import ChatOpenAI
 
+from rag.check.support import SentenceEncoder
 from rag.generate import GeneratorUnavailable
 from rag.generate.prompt import REWRITE, messages
 from rag.settings import Settings
-from rag.support import SentenceEncoder
 from rag.types import Source
 
 # What the model client raises when the server is unreachable, refuses or fails.

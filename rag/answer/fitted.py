@@ -1,7 +1,7 @@
 """A fitted decision: a logistic regression over named, standardised features.
 
 Two steps of an answer decide this way: which retrieved papers answer
-(rag/answerable.py) and which sentences state findings (rag/roles.py). Each
+(rag/answer/answerable.py) and which sentences state findings (rag/answer/roles.py). Each
 keeps its weights in a JSON file beside its module, written by its fit in
 `evals/` (`python -m evals.answerability --fit`, `python -m evals.roles --fit`,
 both through `evals.fit.logistic`), so refitting changes no code. This module

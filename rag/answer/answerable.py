@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag import fitted
-from rag.fitted import LinearModel
-from rag.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
+from rag.answer import fitted
+from rag.answer.fitted import LinearModel
+from rag.check.support import SentenceEncoder, SourceSentence, overlap, source_sentences, term_set
 from rag.text import terms
 from rag.types import Source
 

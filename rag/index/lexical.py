@@ -4,7 +4,7 @@ change log: upkeep proportional to the change, not to the corpus.
 The index is always made from the documents in the store, never from the
 ingest job's input, so a reader needs nothing but the store's address and its
 own disk (the API against a `chroma run` server included). Writers log the ids
-of the papers they change (rag/store.py, `log_changes`); a reader whose index
+of the papers they change (rag/index/store.py, `log_changes`); a reader whose index
 is at log entry s asks for the papers changed after s, deletes their documents
 from its index (by the `paper_id` term), re-adds their current chunks read
 from the store, commits, and notes the entry it reached in `applied-v3.json`
@@ -68,8 +68,8 @@ from urllib.parse import urlparse
 import numpy as np
 import tantivy
 
+from rag.index.store import Changes, LogPosition, RecordCache, Store, StoreUnavailable, open_store
 from rag.settings import Settings
-from rag.store import Changes, LogPosition, RecordCache, Store, StoreUnavailable, open_store
 from rag.text import STOPWORDS, terms
 from rag.types import ChunkHit, Filters, indexed_text, split_chunk_id
 

@@ -1,4 +1,4 @@
-"""Chroma as a `VectorStore` (see rag/store.py): the only module that imports chromadb.
+"""Chroma as a `VectorStore` (see rag/index/store.py): the only module that imports chromadb.
 
 One collection per index fingerprint (embedding model + chunking), cosine
 space, vectors always computed by us: Chroma's default embedding function
@@ -9,7 +9,7 @@ what lets ingestion tell a complete, unchanged paper from a stale or
 half-written one. The version stamp lives in the collection's metadata. Chroma's
 own rules (no None and no empty lists in metadata, its `where` syntax) stay here.
 
-The change log (see rag/store.py) is a side collection, `<collection>__changes`:
+The change log (see rag/index/store.py) is a side collection, `<collection>__changes`:
 one record per entry, id the zero-padded sequence number, document the JSON list
 of paper ids (null: "anything may have changed"), and a 1-d dummy vector (Chroma
 wants one; nothing searches it). A writer claims sequence number head + 1 with
@@ -45,8 +45,8 @@ import httpx
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError
 
+from rag.index.store import Changes, LogPosition, StoreConfigError, StoredChunk, StoreUnavailable
 from rag.settings import Settings
-from rag.store import Changes, LogPosition, StoreConfigError, StoredChunk, StoreUnavailable
 from rag.types import ChunkHit, Filters
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.support import SentenceEncoder, Support, best_support, claim_terms, lexical_support
+from rag.check.support import SentenceEncoder, Support, best_support, claim_terms, lexical_support
 from rag.text import place_markers, sentence_spans
 from rag.types import Citation, Source
 

@@ -1,4 +1,4 @@
-"""Rerankers: the `rerank` stage of retrieval (rag/retrieve.py) looks one up here
+"""Rerankers: the `rerank` stage of retrieval (rag/retrieval/retrieve.py) looks one up here
 by `CITEQA_RETRIEVAL__RERANKER`.
 
 A reranker takes the question and the candidate papers (sources, with their

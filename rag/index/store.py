@@ -12,7 +12,7 @@ protocol, plus one line in `STORES`.
 
 Every store also keeps a change log: writers append the ids of the papers they
 are about to change and have changed (`log_changes`), and a reader that derives
-something from the store (the BM25 index, rag/lexical.py) asks what changed
+something from the store (the BM25 index, rag/index/lexical.py) asks what changed
 since the entry it last applied (`changes_since`). The log lives in the store
 itself, so a reader needs nothing but the store's address and its own disk.
 """
@@ -167,7 +167,7 @@ Store = VectorStore  # the name most callers use
 # name -> "module:factory"; a factory takes Settings and returns a VectorStore.
 # Imported lazily, so a store's client library loads only when it is used.
 STORES: dict[str, str] = {
-    "chroma": "rag.chroma_store:open_chroma",
+    "chroma": "rag.index.chroma_store:open_chroma",
 }
 
 

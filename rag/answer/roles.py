@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag import fitted
-from rag.fitted import LinearModel
-from rag.support import SourceSentence
+from rag.answer import fitted
+from rag.answer.fitted import LinearModel
+from rag.check.support import SourceSentence
 from rag.text import sentence_spans
 
 WEIGHTS = Path(__file__).with_name("roles.json")

@@ -20,7 +20,7 @@ import numpy as np
 from cachetools import LRUCache
 from langchain_core.embeddings import Embeddings
 
-from rag.match import Tokens
+from rag.answer.match import Tokens
 
 if TYPE_CHECKING:
     from rag.settings import Settings
@@ -32,7 +32,7 @@ LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 # fp32); everything else, and all of it without native bf16, runs in onnxruntime.
 SMALL_BATCH = 32
 QUERIES = 64  # the latest queries' vectors and tokens, kept for the gate and its readers
-# Sentence vectors the gate's token passes made as a by-product (rag.match reads a
+# Sentence vectors the gate's token passes made as a by-product (rag.answer.match reads a
 # paper sentence by sentence): the answerability step embeds many of the same
 # sentences right after, and takes them from here instead of a second pass.
 DOCUMENTS = 4096
@@ -120,7 +120,7 @@ class LocalEmbeddings(Embeddings):
         return self._onnx_int8 if self.int8 else None
 
     def _build_onnx(self, *, int8: bool) -> Any:
-        from rag.onnx_embed import OnnxEncoder
+        from rag.encode.onnx_embed import OnnxEncoder
 
         assert self.cache_dir is not None
         try:
@@ -197,7 +197,7 @@ class LocalEmbeddings(Embeddings):
         return [kept[t].tolist() if t in kept else next(fresh) for t in texts]
 
     def tokens(self, texts: list[str]) -> list[Tokens]:
-        """Each text's token vectors in context (rag.match reads them), in fp32."""
+        """Each text's token vectors in context (rag.answer.match reads them), in fp32."""
         if not texts:
             return []
         if len(texts) == 1:
@@ -244,7 +244,7 @@ class LocalEmbeddings(Embeddings):
 
     def _query_pass(self, text: str) -> tuple[list[float], Tokens] | None:
         """A query's vector and tokens from one forward pass, kept for the latest
-        queries: retrieval embeds a question and the gate (rag.match) reads its
+        queries: retrieval embeds a question and the gate (rag.answer.match) reads its
         tokens; the gate reads a set question's topic and the answerability step
         embeds it. None without the onnxruntime path."""
         with self._tokens_lock:

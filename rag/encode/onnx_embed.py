@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.match import Tokens
+from rag.answer.match import Tokens
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ A query passes through named stages, each a method over one `Query` state:
     diversify   MMR over papers (when asked)
     read        the shown papers' records (from the BM25 index's stored documents,
                 the store only for papers changed since), as numbered sources
-    rerank      a reranker from rag/rerank.py re-orders them; the first k stay
+    rerank      a reranker from rag/retrieval/rerank.py re-orders them; the first k stay
     signals     each source's dense and BM25 rank and its question-term coverage
     gate        does the corpus cover the question at all?
 
@@ -17,7 +17,7 @@ and one setting. `/v1/chat` and `/v1/search` go through the same stages.
 
 The gate: the best chunk must be close enough to the question *and* the best
 papers must say enough of the question, word by word in meaning
-(`rag.match.Matcher.coverage`: every content word of the question matched, in
+(`rag.answer.match.Matcher.coverage`: every content word of the question matched, in
 context, to its closest word in a paper), which is what separates a question
 the corpus covers from one merely near its field, whose words are each in some
 paper but not together in one.
@@ -37,14 +37,14 @@ from typing import Any, Literal
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from rag.answerable import intent, topic
-from rag.lexical import LexicalCache, LexicalHit, LexicalIndex, open_lexical
-from rag.match import Matcher
-from rag.mmr import mmr_order
-from rag.rerank import RERANKERS
+from rag.answer.answerable import intent, topic
+from rag.answer.match import Matcher
+from rag.check.support import term_set
+from rag.index.lexical import LexicalCache, LexicalHit, LexicalIndex, open_lexical
+from rag.index.store import RecordCache, Store
+from rag.retrieval.mmr import mmr_order
+from rag.retrieval.rerank import RERANKERS
 from rag.settings import RetrievalSettings, Settings
-from rag.store import RecordCache, Store
-from rag.support import term_set
 from rag.text import GENERAL_ZIPF, specificity, terms
 from rag.types import ChunkHit, Filters, PaperHit, Passage, Source, chunk_id, split_chunk_id
 
@@ -346,7 +346,7 @@ class Retriever:
 
     def gate(self, q: Query) -> None:
         """Refuse unless `dense_top + w * match >= t`: the best chunk's cosine and
-        the best papers' coverage of the question in meaning (`rag.match`). Set
+        the best papers' coverage of the question in meaning (`rag.answer.match`). Set
         questions are read by their topic, over the top papers together."""
         cfg = self.settings
         sources = q.sources

@@ -1,6 +1,6 @@
 """How much of a question the best papers say, word by word, in meaning.
 
-The gate (rag/retrieve.py) asks whether the corpus covers a question. A near
+The gate (rag/retrieval/retrieve.py) asks whether the corpus covers a question. A near
 miss looks like this: "How can video diffusion models keep objects consistent
 across frames?" asked of a corpus with papers on diffusion models for images
 and none on video. The best chunk is close to the question (the field
@@ -16,7 +16,7 @@ a word the paper uses in another sense matches less. For a question about one
 paper or fact, the best of the top papers counts; for a set question ("which
 papers ..."), whose parts the papers may share between them, each word counts
 its best match in any of them, and the words that frame it as a set
-(`rag.answerable.topic`) are left out.
+(`rag.answer.answerable.topic`) are left out.
 
 The tokens come from the same all-MiniLM-L6-v2 forward pass that embeds a
 sentence (its states before pooling), so no second model is needed; a paper's
@@ -107,7 +107,7 @@ class Matcher:
     @property
     def encoder(self) -> TokenEncoder:
         if self._encoder is None:
-            from rag.embeddings import LocalEmbeddings, local_model_path
+            from rag.encode.embeddings import LocalEmbeddings, local_model_path
 
             self._encoder = LocalEmbeddings(local_model_path())
         return self._encoder
