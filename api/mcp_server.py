@@ -13,8 +13,9 @@ Two transports, one server definition (`build_server`):
   check the request's bearer key is the admin key, as `/v1/ingest` does.
 
 Tool results carry structured content (the citations with paper id, title,
-url, quote and offsets), not only text. Anticipated failures (no such paper, a
-question too long, a non-admin key) are tool errors the model can read; the
+url, quote and offsets), not only text; `verify_claim` returns what `POST
+/v1/verify` does, under the same limits. Anticipated failures (no such paper, a
+question or claim too long, a non-admin key) are tool errors the model can read; the
 SDK answers an unknown tool or arguments that fail the schema the same way.
 """
 
@@ -40,12 +41,15 @@ from starlette.types import Receive, Scope, Send
 
 from api.conversation import to_question
 from api.errors import ApiError
+from api.routes.claims import ClaimRequest
+from api.routes.claims import _check_limits as check_limits
 from api.routes.papers import PaperOut, paper_out
 from api.routes.search import SearchResponse, SearchResult
 from ingest.loaders import FORMATS as LOADERS
 from rag.chain import QAChain
 from rag.cite import FORMATS as CITE_FORMATS
 from rag.cite import export, record_of
+from rag.claims import ClaimCheck, check_claim
 from rag.index.store import Store, StoreUnavailable
 from rag.retrieval.retrieve import paper_search
 from rag.settings import Settings
@@ -59,7 +63,9 @@ INSTRUCTIONS = (
     "refuses (refused=true) and lists the nearest papers instead of guessing. "
     "`search_papers` finds papers, `get_paper` and the resource paper://{paper_id} give "
     "one paper, `list_papers` pages through them, `export_citations` writes papers as "
-    "BibTeX, RIS or CSL-JSON for a reference manager."
+    "BibTeX, RIS or CSL-JSON for a reference manager. `verify_claim` checks a claim: the "
+    "papers that support or contradict it, each with the sentences that say so, and a "
+    "verdict; it refuses when no paper bears on the claim."
 )
 
 
@@ -267,9 +273,34 @@ def build_server(
 
         return _tool_errors(run)
 
-    # -- verify_claim: a place kept for the claims issue (built on another branch). It
-    # -- will be one more tool here, `verify_claim(claim: str) -> ...`, returning the
-    # -- verdict with the same structured citations as `ask`. Not built on this branch.
+    @server.tool(
+        description="Check a claim against the papers' abstracts: which papers support it, "
+        "which contradict it, each with the sentences that say so (quoted with their "
+        "offsets) and a verdict; refuses (refused=true, no papers) when no paper bears on it."
+    )
+    def verify_claim(
+        claim: Annotated[str, Field(min_length=1, description="One statement to check.")],
+        top_k: Annotated[int | None, Field(description="Papers to judge.")] = None,
+        year_min: int | None = None,
+        year_max: int | None = None,
+        categories: Annotated[list[str] | None, Field(max_length=100)] = None,
+    ) -> ClaimCheck:
+        def run() -> ClaimCheck:
+            backend = get()
+            body = ClaimRequest(claim=claim, top_k=top_k)  # strips the claim
+            check_limits(body, backend.settings)  # the limits of POST /v1/verify
+            filters = Filters(
+                year_min=year_min, year_max=year_max, categories=tuple(categories or ())
+            )
+            return check_claim(
+                body.claim,
+                backend.chain.retriever,
+                backend.chain.encoder,
+                k=body.top_k,
+                filters=None if filters.empty else filters,
+            )
+
+        return _tool_errors(run)
 
     @server.resource(
         "paper://{+paper_id}",

@@ -24,7 +24,7 @@ QUESTION = "How do randomized tree ensembles regulate the smoothness of their pr
 FOREST = "Why do Random Forests Work?"
 UNCOVERED = "What is the best recipe for sourdough bread with a rye starter?"
 READER, ADMIN = "reader-key-0123456789", "admin-key-0123456789"
-TOOLS = {"search_papers", "ask", "get_paper", "list_papers", "export_citations"}
+TOOLS = {"search_papers", "ask", "get_paper", "list_papers", "export_citations", "verify_claim"}
 WRITE_TOOLS = {"ingest_papers", "delete_paper"}
 RIS = (
     "TY  - JOUR\nTI  - Soil Microbiome Shifts After Drought\nAU  - Ortiz, Ana\nPY  - 2021\n"

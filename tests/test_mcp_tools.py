@@ -1,5 +1,6 @@
 """The MCP tools in-process (the SDK's client connected to the server object): list
-filters and paging, tool errors for missing papers and a store outage. The
+filters and paging, tool errors for missing papers and a store outage, and
+verify_claim over a few SciFact abstracts with the real embedding model. The
 transports and auth are tested end to end in test_mcp.py."""
 
 from __future__ import annotations
@@ -83,3 +84,69 @@ def test_missing_papers_and_a_store_outage_are_tool_errors(backend, tmp_path: Pa
     for name, args in (("get_paper", {"paper_id": "x"}), ("list_papers", {})):
         r = _call(down, name, args)
         assert r.is_error and "vector store is unavailable" in r.content[0].text, name
+
+
+# -- verify_claim over a few SciFact abstracts (the real embedding model) ----------------
+
+
+@pytest.fixture(scope="module")
+def scifact(tmp_path_factory: pytest.TempPathFactory, embeddings) -> Backend:  # type: ignore[no-untyped-def]
+    from tests.test_claims import FIXTURE
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("mcp-scifact"))
+    store = open_store(settings)
+    IngestJob(store, embeddings, settings, progress=False).run([str(FIXTURE)])
+    chain = build_chain(settings, store=store, embeddings=embeddings)
+    return Backend(settings, store, embeddings, chain)
+
+
+def test_verify_claim_returns_the_contradicting_paper_with_its_sentence(scifact) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_claims import CONTRADICTED, _abstract, assert_check
+
+    claim, paper = CONTRADICTED
+    r = _call(scifact, "verify_claim", {"claim": claim})
+    assert not r.is_error, r.content
+    body = r.structured_content
+    assert_check(body)  # labels, counts, and every quote is abstract[start:end]
+    found = {p["paper_id"]: p for p in body["papers"]}
+    assert paper in found and found[paper]["label"] == "contradicts"
+    assert "contradict" in body["verdict"] and not body["refused"]
+    c = found[paper]["citations"][0]
+    assert set(c) >= {"n", "paper_id", "title", "url", "quote", "start", "end"}
+    assert c["quote"] and _abstract(paper)[c["start"] : c["end"]] == c["quote"]
+
+
+def test_verify_claim_refuses_a_claim_outside_the_field(scifact) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_claims import OUT_OF_FIELD
+
+    r = _call(scifact, "verify_claim", {"claim": OUT_OF_FIELD})
+    assert not r.is_error, r.content
+    body = r.structured_content
+    assert body["refused"] is True and body["papers"] == []
+    assert body["label"] == "not enough information"
+
+
+def test_verify_claim_has_an_output_schema_and_bad_arguments_are_tool_errors(scifact) -> None:  # type: ignore[no-untyped-def]
+    from mcp import Client
+
+    server = build_server(lambda: scifact, writes=False, authorize_write=lambda ctx: None)
+
+    async def schema():  # type: ignore[no-untyped-def]
+        async with Client(server) as client:
+            return {t.name: t for t in (await client.list_tools()).tools}["verify_claim"]
+
+    tool = anyio.run(schema)
+    props = tool.output_schema["properties"]  # type: ignore[index]
+    assert {"verdict", "label", "papers", "refused"} <= set(props)
+    limits = scifact.settings.api
+    for args, reason in (
+        ({"claim": ""}, "claim"),
+        ({"claim": "   "}, "the claim is empty"),
+        ({"claim": "x" * (limits.max_question_chars + 1)}, "longer than"),
+        ({"claim": "x", "top_k": 0}, "top_k must be between"),
+        ({"claim": "x", "top_k": limits.max_top_k + 1}, "top_k must be between"),
+        ({"claim": "x", "top_k": "many"}, "top_k"),
+        ({}, "claim"),
+    ):
+        r = _call(scifact, "verify_claim", args)
+        assert r.is_error and reason in r.content[0].text, (args, r.content)
