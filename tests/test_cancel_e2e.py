@@ -14,7 +14,8 @@ import pytest
 
 from tests.helpers import SAMPLE, VENV_BIN, base_env, start_api, stop
 
-pytestmark = pytest.mark.slow
+# A llama.cpp model served and cut off again and again: make test-heavy (CI's second step).
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 QUESTION = "Why do random forests work so well?"
 

@@ -81,6 +81,8 @@ def test_compose_reads_secrets_from_the_env_file(tmp_path: Path) -> None:
     assert "s3cret" not in (ROOT / "docker-compose.yml").read_text()
 
 
+# Several real processes for a minute or more: make test-heavy (CI's second step).
+@pytest.mark.heavy
 def test_same_topology_without_docker(tmp_path: Path) -> None:
     """Ingest through one process, query through another, both against one
     `chroma run` server; a later ingest shows up in the API's BM25 side too;

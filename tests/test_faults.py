@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow
 QUESTION = "How do randomized tree ensembles regulate the smoothness of their predictions?"
 
 
+# Several real processes for a minute or more: make test-heavy (CI's second step).
+@pytest.mark.heavy
 def test_chroma_server_outage_is_503_and_the_api_recovers_by_itself(
     tmp_path: Path, embeddings
 ) -> None:
@@ -201,6 +203,8 @@ def _revisions_in(text: str) -> set[str]:
     return set(re.findall(r"revision ([AB])\b", text))
 
 
+# Several real processes for a minute or more: make test-heavy (CI's second step).
+@pytest.mark.heavy
 def test_ingestion_while_serving_shows_only_whole_papers(tmp_path: Path) -> None:
     """Queries run while another process ingests (adds, then rewrites shorter) papers
     into the same `chroma run` server: every request succeeds, and no answer or
