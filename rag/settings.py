@@ -88,6 +88,14 @@ class EmbeddingSettings(_Group):
         Path.home() / ".cache" / "citeqa",
         description="Where the exported ONNX graph of the local model is kept.",
     )
+    spin_wait: bool = Field(
+        False,
+        description="Let the local model's compute threads busy-wait for work between "
+        "steps (onnxruntime's spinning, OpenMP's active wait policy). It saves a few per "
+        "cent on an idle machine and costs several times that when other jobs share the "
+        "cores: with two jobs on 2 cores, embedding the sample took 17 s spinning against "
+        "3.4 s waiting passively (`python -m evals.bench.contention`).",
+    )
 
 
 class RetrievalSettings(_Group):

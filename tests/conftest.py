@@ -35,6 +35,10 @@ hypothesis_settings.register_profile("ci", derandomize=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 os.environ["CITEQA_RETRIEVAL__WARM_SENTENCES"] = "0"
+# torch's OpenMP threads sleep when out of work, as citeqa's encoder asks by default
+# (rag.encode.embeddings.passive_openmp), also where a test imports torch first (the
+# LangChain baselines); set here, it reaches every process a test starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)

@@ -88,3 +88,37 @@ def test_forward_passes_are_small_and_keep_the_input_order(tmp_path: Path) -> No
     assert widths == [3, 3, 3]  # 9 texts, passes of at most 3
     whole = encoder.encode(texts, batch_size=64)
     assert np.allclose(small, whole, atol=1e-5)  # sorted by length, returned in input order
+
+
+def test_threads_wait_passively_unless_spinning_is_asked_for(tmp_path: Path) -> None:
+    """Busy-waiting threads make the encoder several times slower when other jobs share
+    the cores (`python -m evals.bench.contention`), so they sleep by default."""
+    key = "session.intra_op.allow_spinning"
+    cache = tmp_path / "cache"
+    spins = {}
+    for spin in (False, True):
+        settings = Settings(data_dir=tmp_path, embedding={"cache_dir": cache, "spin_wait": spin})
+        emb = make_embeddings(settings)
+        emb.embed_query("x")
+        spins[spin] = emb._fast()._session.get_session_options().get_session_config_entry(key)
+    assert spins == {False: "0", True: "1"}
+    assert Settings(data_dir=tmp_path).embedding.spin_wait is False
+
+
+def test_openmp_is_told_to_wait_passively_before_torch_loads() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys; from rag.encode.embeddings import passive_openmp as p; "
+        "os.environ.pop('OMP_WAIT_POLICY', None); first = p(); "
+        "print(first, os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules); "
+        "os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; import torch; "
+        "print(p(), os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split("\n")
+    # Set before torch loads; an explicit choice in the environment is kept; once torch
+    # is loaded it is too late, and the function says so.
+    assert out[0] == "True PASSIVE False" and out[1] == "False ACTIVE"

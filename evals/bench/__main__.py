@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each against its baseline in the same run, into
 reports/bench.json and reports/bench.md (medians; the machine's core count).
 
-    python -m evals.bench [--quick] [--only ingest,embed,query,scale,scale-server,ray]
+    python -m evals.bench [--quick]
+        [--only embed,contention,ingest,query,scale,scale-server,ray]
         [--out reports]
 
 --quick runs smaller sizes (10k and 30k chunks, fewer requests) for a fast look.
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("embed", "ingest", "query", "scale", "scale-server", "ray")
+PARTS = ("embed", "contention", "ingest", "query", "scale", "scale-server", "ray")
 
 
 def _ingest(quick: bool, out: Path) -> tuple[dict[str, Any], list[str], list[tuple]]:
@@ -90,6 +91,12 @@ def main() -> None:
         result, rows = embed.run(1 if args.quick else 3)
         report["embed"] = result
         table("Embedding", embed.HEADER, rows)
+    if "contention" in parts:
+        from evals.bench import contention
+
+        result, rows = contention.run(1 if args.quick else 3)
+        report["contention"] = result
+        table("The encoder beside other jobs", contention.HEADER, rows)
     if "ingest" in parts:
         result, header, rows = _ingest(args.quick, args.out)
         report["ingest"] = result
