@@ -73,6 +73,18 @@ def record_of(meta: Mapping[str, Any]) -> CiteRecord:
     )
 
 
+# Where each format keeps what a paper came with beyond its id (`CiteRecord.extra`).
+_KEPT = ("journal", "doi", "pmid")
+_CSL_KEYS = {"journal": "container-title", "doi": "DOI", "pmid": "PMID"}
+_RIS_KEYS = {"journal": "secondary_title", "doi": "doi", "pmid": "accession_number"}
+_BIBTEX_KEYS = {"journal": "journal", "doi": "doi", "pmid": "pmid"}
+
+
+def _kept(r: CiteRecord, keys: Mapping[str, str]) -> dict[str, str]:
+    """The record's journal, DOI and PMID that it has, under the format's names."""
+    return {keys[k]: r.extra[k] for k in _KEPT if r.extra.get(k)}
+
+
 def _family_given(name: str) -> dict[str, str]:
     if "," in name:
         family, given = (p.strip() for p in name.split(",", 1))
@@ -98,12 +110,7 @@ def to_csljson(records: Sequence[CiteRecord]) -> str:
             item["issued"] = {"date-parts": [[r.year]]}
         if r.abstract:
             item["abstract"] = r.abstract
-        if r.extra.get("journal"):
-            item["container-title"] = r.extra["journal"]
-        if r.extra.get("doi"):
-            item["DOI"] = r.extra["doi"]
-        if r.extra.get("pmid"):
-            item["PMID"] = r.extra["pmid"]
+        item.update(_kept(r, _CSL_KEYS))
         if r.arxiv:
             item["number"] = f"arXiv:{r.arxiv}"
         if r.url:
@@ -131,12 +138,7 @@ def to_ris(records: Sequence[CiteRecord]) -> str:
             ref["year"] = str(r.year)
         if r.abstract:
             ref["abstract"] = r.abstract
-        if r.extra.get("journal"):
-            ref["secondary_title"] = r.extra["journal"]
-        if r.extra.get("doi"):
-            ref["doi"] = r.extra["doi"]
-        if r.extra.get("pmid"):
-            ref["accession_number"] = r.extra["pmid"]
+        ref.update(_kept(r, _RIS_KEYS))
         urls = [u for u in (r.url,) if u]
         if r.arxiv and f"https://arxiv.org/abs/{r.arxiv}" not in urls:
             urls.append(f"https://arxiv.org/abs/{r.arxiv}")
@@ -201,12 +203,10 @@ def to_bibtex(records: Sequence[CiteRecord]) -> str:
             fields.append(Field("author", " and ".join(latex_text(a) for a in r.authors)))
         if r.year is not None:
             fields.append(Field("year", str(r.year)))
-        if r.extra.get("journal"):
-            fields.append(Field("journal", latex_text(r.extra["journal"])))
-        if r.extra.get("doi"):
-            fields.append(Field("doi", r.extra["doi"]))
-        if r.extra.get("pmid"):
-            fields.append(Field("pmid", r.extra["pmid"]))
+        fields += [
+            Field(k, latex_text(v) if k == "journal" else v)
+            for k, v in _kept(r, _BIBTEX_KEYS).items()
+        ]
         if r.arxiv:
             fields += [Field("eprint", r.arxiv), Field("archiveprefix", "arXiv")]
         if r.url:

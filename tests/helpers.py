@@ -12,7 +12,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.embeddings import Embeddings
@@ -31,9 +34,11 @@ __all__ = [
     "FakeEmbeddings",
     "assert_valid_answer",
     "base_env",
+    "browser_page",
     "free_port",
     "in_ci",
     "require_tool",
+    "served",
     "sse_events",
     "start_api",
     "start_chroma",
@@ -100,8 +105,11 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    """`citeqa serve` on a free loopback port; returns the process and its URL."""
+def start_api(
+    env: dict[str, str], log: Path, ready: str = "/healthz"
+) -> tuple[subprocess.Popen, str]:
+    """`citeqa serve` on a free loopback port, once `ready` answers (/readyz: the
+    warm-up is done too); returns the process and its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "citeqa"), "serve", "--port", str(port), "--log-level", "warning"],
@@ -110,8 +118,45 @@ def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", timeout=120, proc=proc)
+    wait_http(f"{url}{ready}", timeout=120, proc=proc)
     return proc, url
+
+
+@contextmanager
+def served(env: dict[str, str], log: Path, ready: str = "/readyz") -> Iterator[str]:
+    """`citeqa serve` for the `with` block (`start_api`); yields its URL, then stops it."""
+    proc, url = start_api(env, log, ready)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def browser_page(chromium: str, **page_options: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A page in headless Debian Chromium (`chromium`: its path, `require_tool`) and
+    the list the page's uncaught script errors go to; the browser closes after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(**{"viewport": {"width": 1280, "height": 860}, **page_options})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, errors
+        finally:
+            browser.close()
 
 
 def start_llama(port: int, log_path: Path) -> subprocess.Popen:

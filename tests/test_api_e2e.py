@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, SAMPLE, VENV_BIN, free_port, require_tool, stop, wait_http
+from tests.helpers import ROOT, SAMPLE, VENV_BIN, browser_page, require_tool, served
 
 pytestmark = pytest.mark.slow
 
@@ -75,21 +75,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         capture_output=True,
         timeout=300,
     )
-    port = free_port()
-    log = open(tmp / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [citeqa, "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", timeout=120, proc=proc)
+    with served(env, tmp / "serve.log") as url:
         yield url
-    finally:
-        stop(proc)
-        log.close()
 
 
 def check_completion_text(text: str, citations: list[dict]) -> None:
@@ -188,24 +175,10 @@ def test_hostile_abstract_is_data(server: str) -> None:
 def test_web_page_streams_an_answer_and_highlights_the_cited_passage(
     chromium: str, server: str
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with browser_page(chromium) as (page, errors):
         page.goto(server + "/")
         page.fill("#q", QUESTION)
         page.click("#send")
@@ -284,22 +257,15 @@ def test_web_page_streams_an_answer_and_highlights_the_cited_passage(
         expect(page.locator("#p-title")).to_contain_text(NEAR_TITLE)
         expect(page.locator("#p-abstract")).to_have_text(opened.value.json()["abstract"])
         page.screenshot(path=str(ARTIFACTS / "web-near-refusal.png"))
-        browser.close()
     assert errors == []
 
 
 def test_web_page_cite_menu_downloads_the_cited_paper(chromium: str, server: str) -> None:
     """Next to each citation, a cite menu: BibTeX, RIS or CSL-JSON, downloaded as a
     file a reference manager imports, holding the cited paper under its id."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
-        page = browser.new_page(accept_downloads=True)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with browser_page(chromium, accept_downloads=True) as (page, errors):
         page.goto(server + "/")
         page.fill("#q", QUESTION)
         page.click("#send")
@@ -324,5 +290,4 @@ def test_web_page_cite_menu_downloads_the_cited_paper(chromium: str, server: str
         assert json.loads(files["csljson"])[0]["id"] == paper_id
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web-cite-menu.png"))
-        browser.close()
     assert errors == []

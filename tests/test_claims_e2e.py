@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import VENV_BIN, free_port, require_tool, stop, wait_http
+from tests.helpers import VENV_BIN, browser_page, require_tool, served
 from tests.test_api_e2e import ARTIFACTS
 from tests.test_claims import CONTRADICTED, FIXTURE, OUT_OF_FIELD
 
@@ -39,21 +39,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("claims-log") / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [CITEQA, "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", timeout=120, proc=proc)
+    with served(env, tmp_path_factory.mktemp("claims-log") / "serve.log") as url:
         yield url
-    finally:
-        stop(proc)
-        log.close()
 
 
 def test_cli_verify_json_and_text(env: dict[str, str]) -> None:
@@ -76,19 +63,12 @@ def test_cli_verify_json_and_text(env: dict[str, str]) -> None:
 
 
 def test_web_page_checks_a_claim(server: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     chromium = require_tool("chromium", "chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     claim, paper = CONTRADICTED
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with browser_page(chromium) as (page, errors):
         page.goto(server + "/")
         page.select_option("#mode", "claim")
         expect(page.locator("#send")).to_have_text("Check")
@@ -113,5 +93,4 @@ def test_web_page_checks_a_claim(server: str) -> None:
         expect(last.locator(".a")).to_have_attribute("data-state", "done", timeout=30_000)
         expect(last.locator(".badge.refused")).to_be_visible()
         assert last.locator("li.paper").count() == 0
-        browser.close()
-        assert not errors, errors
+    assert not errors, errors

@@ -51,23 +51,10 @@ form.addEventListener("submit", async (e) => {
   turn.scrollIntoView({ block: "end" });
   const messages = [...history, { role: "user", content: question }];
   try {
-    const body = { messages, stream: true };
-    const k = parseInt(topk.value, 10);
-    if (k > 0) body.top_k = k;
-    const r = await fetch("/v1/chat", { method: "POST", headers: headers(), body: JSON.stringify(body) });
-    if (!r.ok) {
-      let msg = r.status + " " + r.statusText;
-      try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
-      throw new Error(msg);
-    }
-    let final = null;
-    for await (const ev of sse(r.body)) {
-      if (ev.event === "token") { answer.textContent += JSON.parse(ev.data).text; }
-      else if (ev.event === "reset") { answer.textContent = ""; }
-      else if (ev.event === "done") { final = JSON.parse(ev.data); }
-      else if (ev.event === "error") { throw new Error(JSON.parse(ev.data).error.message); }
-    }
-    if (!final) throw new Error("the answer stream ended early");
+    const final = await stream("/v1/chat", { messages }, "the answer stream ended early", {
+      token: (d) => { answer.textContent += d.text; },
+      reset: () => { answer.textContent = ""; },
+    });
     render(turn, answer, final);
     history = [...messages, { role: "assistant", content: final.answer }];
   } catch (err) {
@@ -79,6 +66,28 @@ form.addEventListener("submit", async (e) => {
     input.focus();
   }
 });
+
+// POSTs `body` to a streaming endpoint (with the page's top-k), calls `on[event]` with
+// each event's data, and returns the "done" event's data; an HTTP error, an "error"
+// event or a stream that ends without "done" throws, with the server's message.
+async function stream(url, body, early, on) {
+  const req = { ...body, stream: true };
+  const k = parseInt(topk.value, 10);
+  if (k > 0) req.top_k = k;
+  const r = await fetch(url, { method: "POST", headers: headers(), body: JSON.stringify(req) });
+  if (!r.ok) {
+    let msg = r.status + " " + r.statusText;
+    try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
+    throw new Error(msg);
+  }
+  for await (const ev of sse(r.body)) {
+    const data = ev.data ? JSON.parse(ev.data) : null;
+    if (ev.event === "done") return data;
+    if (ev.event === "error") throw new Error(data.error.message);
+    if (on[ev.event]) on[ev.event](data);
+  }
+  throw new Error(early);
+}
 
 // "Check a claim": streams /v1/verify; each paper that bears on the claim is shown
 // as it is judged, with its label and the sentences that say so.
@@ -94,22 +103,9 @@ async function checkClaim(claim) {
   chat.append(turn);
   turn.scrollIntoView({ block: "end" });
   try {
-    const body = { claim, stream: true };
-    const k = parseInt(topk.value, 10);
-    if (k > 0) body.top_k = k;
-    const r = await fetch("/v1/verify", { method: "POST", headers: headers(), body: JSON.stringify(body) });
-    if (!r.ok) {
-      let msg = r.status + " " + r.statusText;
-      try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
-      throw new Error(msg);
-    }
-    let final = null;
-    for await (const ev of sse(r.body)) {
-      if (ev.event === "paper") list.append(paperItem(JSON.parse(ev.data)));
-      else if (ev.event === "done") final = JSON.parse(ev.data);
-      else if (ev.event === "error") throw new Error(JSON.parse(ev.data).error.message);
-    }
-    if (!final) throw new Error("the check stream ended early");
+    const final = await stream("/v1/verify", { claim }, "the check stream ended early", {
+      paper: (d) => list.append(paperItem(d)),
+    });
     box.classList.remove("streaming");
     box.dataset.state = "done";
     box.replaceChildren(el("span", "verdict", final.verdict));
