@@ -43,6 +43,8 @@ from rag.settings import SAMPLE_CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_SET = Path(__file__).resolve().parent / "data" / "dev.jsonl"
+WRITTEN = DEV_SET.parent / "reader_questions"
+"""Questions the reader model wrote (evals.write_questions), one file per model and dev set."""
 SHARED_CORPORA = ROOT.parent / "shared" / "corpus"
 KINDS = {"single", "multi", "fact", "unanswerable"}
 
@@ -62,6 +64,10 @@ class Dataset:
     tuned: bool = True
     """Whether the fitted parts (the gate, the answerability model) are fitted on it;
     a test set's figures are on questions no fit has seen."""
+    written: bool = False
+    """Questions the reader model wrote from the dev abstracts (evals.write_questions):
+    dev questions for the teacher (evals.teach); a fit reads them only through the
+    teacher's labels, never by their gold paper alone."""
 
     @property
     def field(self) -> str:
@@ -94,6 +100,21 @@ DATASETS = {
         DEV_SET.with_name("pubmedqa-paraphrased.jsonl"),
         corpus_name="pubmedqa",
         tuned=False,
+    ),
+    # Written by `python -m evals.write_questions --model qwen-1.5b` (its doc says how).
+    "sample-written": Dataset(
+        "sample-written",
+        SAMPLE_CORPUS,
+        WRITTEN / "qwen-1.5b-sample.jsonl",
+        corpus_name="sample",
+        written=True,
+    ),
+    "pubmedqa-written": Dataset(
+        "pubmedqa-written",
+        SHARED_CORPORA / "pubmedqa" / "corpus.jsonl",
+        WRITTEN / "qwen-1.5b-pubmedqa.jsonl",
+        corpus_name="pubmedqa",
+        written=True,
     ),
 }
 # Each sentence of some of a corpus's abstracts labelled with its rhetorical role
@@ -263,7 +284,7 @@ def cached_rows(
     Lines at `path` so refitting a model costs seconds; `refresh` collects again."""
     if path.is_file() and not refresh:
         return [json.loads(line) for line in path.read_text().splitlines()]
-    rows = [r for name, d in DATASETS.items() if d.tuned for r in collect(name)]
+    rows = [r for name, d in DATASETS.items() if d.tuned and not d.written for r in collect(name)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows

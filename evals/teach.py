@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evals.dataset import DATASETS, DatasetError, load_dataset, named, subset
+from evals.dataset import DATASETS, DatasetError, available, load_dataset, named, subset
 
 LABELS = Path(__file__).resolve().parent / "data" / "reader_labels"
 TUNED = tuple(name for name, d in DATASETS.items() if d.tuned)
@@ -129,7 +129,14 @@ def label(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.teach", description=__doc__)
     parser.add_argument("--model", default="qwen-0.5b", help="a rag.reader.models name")
-    parser.add_argument("--datasets", nargs="+", default=list(TUNED), choices=list(DATASETS))
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=[n for n in TUNED if available(n)],
+        choices=list(DATASETS),
+        help="default: every dev set that is there, the reader's own questions included "
+        "(evals.write_questions)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="questions per dataset (seeded)")
     parser.add_argument("--max-pairs", type=int, default=None, help="stop after this many reads")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="store cache dir")
