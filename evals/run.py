@@ -66,6 +66,7 @@ class Outcome:
     degraded: bool = False
     quotes: list[str] = field(default_factory=list)  # what the citations point at
     nearest: list[str] = field(default_factory=list)  # papers a near refusal names
+    reader: dict[str, Any] = field(default_factory=dict)  # Answer.reader (docs/reader.md)
 
 
 def file_hash(path: Path) -> str:
@@ -103,6 +104,8 @@ class CiteQA:
             "llm": s.llm,
             "gate": s.retrieval.gate,
             "verification": True,
+            # Only when on, so the default path's settings hash stays what it was.
+            **({"reader": s.reader.model_dump(mode="json")} if s.reader.enabled else {}),
         }
 
     def ranked(self, question: str, mode: str, k: int) -> list[str]:
@@ -123,6 +126,7 @@ class CiteQA:
             degraded=a.degraded,
             quotes=[c.quote for c in a.citations],
             nearest=[p["paper_id"] for p in a.nearest],
+            reader=dict(a.reader),
         )
 
 
@@ -339,6 +343,7 @@ def question_scores(row: dict[str, Any], o: Outcome, roles: Roles | None = None)
         "question": row["question"],
         "refused": o.refused,
         "degraded": o.degraded,
+        "reader_reads": len(o.reader.get("reads", [])),
         "validity": M.citation_validity(o.text, o.cited, o.retrieved),
         "precision": M.citation_precision(cited_papers, gold) if answerable and answered else None,
         "single_precision": M.citation_precision(cited_papers, gold) if single else None,
@@ -409,6 +414,8 @@ def summarise(rows: list[dict[str, Any]], per_q: list[dict[str, Any]]) -> dict[s
         "dangling": M.mean(q.get("dangling") for q in per_q),
         "answer_words_median": M.percentile([q["words"] for q in answered], 50),
         "degraded": sum(q["degraded"] for q in per_q),
+        "reader_reads": sum(q.get("reader_reads", 0) for q in per_q),
+        "reader_consulted": sum(bool(q.get("reader_reads")) for q in per_q),
     }
 
 
