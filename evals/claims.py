@@ -723,7 +723,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--threads", type=int, help="The embedder's compute threads (default: every core)."
     )
+    ap.add_argument(
+        "--points",
+        type=Path,
+        help="Instead: the label read off questions, as chat reads them (a yes/no "
+        "question's point against its paper's conclusion; JSONL with question, "
+        "conclusion and decision, e.g. ../shared/corpus/pubmedqa/dev.jsonl).",
+    )
     args = ap.parse_args(argv)
+    if args.points:
+        print(json.dumps(point_labels(args.points, threads=args.threads), indent=2))
+        return
     if args.quick:
         data_dir = args.data_dir or default_data_dir(args.out, args.corpus)
         print(json.dumps(quick(data_dir, args.claims, args.corpus, args.fit), indent=2))
@@ -771,10 +781,6 @@ def run(
         C.WEIGHTS.write_text(json.dumps(models.to_json(), indent=2) + "\n")
         log(f"wrote {C.WEIGHTS}")
     return report
-
-
-if __name__ == "__main__":
-    main()
 
 
 # -- the parts that need no sentence embeddings of retrieved papers -----------------------
@@ -863,3 +869,46 @@ def quick(data_dir: Path, claims_path: Path, corpus_path: Path, fit: bool = Fals
         )
         log(f"wrote {C.WEIGHTS}")
     return report
+
+
+def point_labels(path: Path, *, threads: int | None = None) -> dict[str, Any]:
+    """The contradiction model as chat uses it (rag/check/disagree.py), on another
+    field: each yes/no question's point (the question as a claim) against its
+    paper's conclusion, whose decision says whether the paper supports ('yes') or
+    contradicts ('no') it. Where held-out-style bands of P(contradicts) would be
+    sure enough for a note, and how often the label is right at 0.5."""
+    from rag.check.disagree import point_of
+    from rag.check.support import SentenceEncoder
+    from rag.encode.embeddings import make_embeddings
+    from rag.settings import Settings
+    from rag.text import sentence_spans
+
+    settings = Settings()
+    enc = SentenceEncoder(make_embeddings(settings, threads=threads))
+    models = C.load_models()
+    gold, prob = [], []
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        point = point_of(row.get("question", ""))
+        if row.get("decision") not in ("yes", "no") or point is None:
+            continue
+        sents = [row["conclusion"][a:b] for a, b in sentence_spans(row["conclusion"])]
+        sim = float((enc.encode(sents) @ enc.encode_query(point)).max())
+        prob.append(models.contradicts.probability(C.label_features(point, sents, sim)))
+        gold.append(int(row["decision"] == "no"))
+    y, p = np.array(gold), np.array(prob)
+    return {
+        "points": len(y),
+        "contradicted_share": float(y.mean()),
+        "accuracy_at_0.5": float(((p >= 0.5) == y).mean()),
+        "bands": {
+            **{f"P>={t}": [int((p >= t).sum()), float(y[p >= t].mean())] for t in (0.5, 0.6, 0.7)},
+            **{f"P<{t}": [int((p < t).sum()), float(1 - y[p < t].mean())] for t in (0.3, 0.2)},
+        },
+        "sure": sure_bounds(y, p),
+        "shipped_sure": dict(models.sure or {}),
+    }
+
+
+if __name__ == "__main__":
+    main()
