@@ -3,6 +3,7 @@ hand-made predictions, its resumable sentence vectors and its sure-label bounds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,22 @@ def test_sure_bounds_are_where_held_out_labels_are_right_often_enough() -> None:
     # A model no better than chance is never sure: no note can follow from it.
     flat = sure_bounds(rng.integers(0, 2, 2000), prob, precision=0.9, least=30)
     assert flat["supports_below"] == 0.0 and flat["contradicts_from"] > 1.0
+
+
+def test_point_labels_read_yes_no_questions_only(tmp_path: Path) -> None:
+    from evals.claims import point_labels
+
+    rows = [
+        {"question": "Does aspirin reduce stroke?", "conclusion": "Aspirin reduced stroke.",
+         "decision": "yes"},
+        {"question": "Does zinc shorten colds?", "conclusion": "Zinc did not shorten colds.",
+         "decision": "no"},
+        {"question": "Is coffee harmful?", "conclusion": "Unclear.", "decision": "maybe"},
+        {"question": "What is known about tea?", "conclusion": "Tea is drunk.", "decision": "yes"},
+    ]  # fmt: skip
+    path = tmp_path / "dev.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = point_labels(path, threads=1)
+    assert out["points"] == 2 and out["contradicted_share"] == 0.5
+    assert 0.0 <= out["accuracy_at_0.5"] <= 1.0
+    assert set(out["sure"]) >= {"supports_below", "contradicts_from"}
