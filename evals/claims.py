@@ -22,7 +22,9 @@ paper are in one fold), and each claim is scored by the fold that did not see it
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import pickle
 import time
 from collections.abc import Sequence
@@ -57,6 +59,10 @@ FOLDS = 5
 C_REG = 1.0
 NEI_TARGET = 0.9  # share of claims without evidence that must be answered NEI (on train folds)
 BASELINE_K = 3
+# A chat answer says its cited papers disagree only where the label is this sure (held
+# out), over at least this many gold rationale sets: a false note is worse than none.
+SURE_PRECISION = 0.9
+SURE_LEAST = 30
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -152,20 +158,122 @@ class Prepared:
     retrieval_seconds: float = 0.0
 
 
-def prepare(data_dir: Path, claims_path: Path, corpus_path: Path, log: Any = print) -> Prepared:
+def _save(path: Path, obj: Any) -> None:
+    """Pickle `obj` to `path` whole or not at all (a killed run leaves the last copy)."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(obj, f)
+    tmp.replace(path)
+
+
+class SentenceVectors:
+    """Each paper's sentence vectors, embedded once for the whole run and kept on disk.
+
+    Claims share papers (the 809 training claims retrieve about 3,000 distinct ones
+    among their 6,500 top-5 and top-3 slots), so a paper's sentences are embedded
+    once, many papers to a call of the embedder's bulk path (texts sorted by
+    length into forward passes). Each call's vectors are written as one shard
+    file under `root`; a killed run reloads the shards and embeds only the rest.
+    A shard is keyed by (paper id, kind) and holds the texts it embedded: a paper
+    whose sentences changed is embedded again.
+    """
+
+    def __init__(self, root: Path, encoder: Any, model: str) -> None:
+        self.root = root / f"vectors-{hashlib.sha256(model.encode()).hexdigest()[:12]}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.encoder = encoder
+        self.kept: dict[tuple[str, str], tuple[tuple[str, ...], np.ndarray]] = {}
+        for shard in sorted(self.root.glob("shard-*.pkl")):
+            with shard.open("rb") as f:
+                self.kept.update(pickle.load(f))
+
+    def get(self, key: tuple[str, str], texts: Sequence[str]) -> np.ndarray:
+        t, v = self.kept[key]
+        assert t == tuple(texts), key
+        return v
+
+    def fill(
+        self, wanted: dict[tuple[str, str], Sequence[str]], log: Any, papers_per_call: int = 150
+    ) -> None:
+        todo = [
+            (k, tuple(t))
+            for k, t in wanted.items()
+            if t and (k not in self.kept or self.kept[k][0] != tuple(t))
+        ]
+        total = sum(len(t) for _, t in todo)
+        log(
+            f"sentence vectors: {len(wanted) - len(todo)} papers kept, {len(todo)} to embed "
+            f"({total} sentences)"
+        )
+        done, t0 = 0, time.perf_counter()
+        n = len(list(self.root.glob("shard-*.pkl")))
+        for lo in range(0, len(todo), papers_per_call):
+            part = todo[lo : lo + papers_per_call]
+            flat = [s for _, t in part for s in t]
+            vecs = self.encoder.encode(flat)
+            shard, at = {}, 0
+            for k, t in part:
+                shard[k] = (t, vecs[at : at + len(t)])
+                at += len(t)
+            n += 1
+            _save(self.root / f"shard-{n:05d}.pkl", shard)
+            self.kept.update(shard)
+            done += len(flat)
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            log(f"embedded {done}/{total} sentences ({rate:.1f}/s)")
+
+
+def _retrieve_all(chain: Any, claims: list[Claim], path: Path, key: Any, log: Any) -> float:
+    """Each claim's citeqa and BM25 papers and its vector, resumed from `path`."""
+    saved: dict[int, Any] = {}
+    if path.is_file():
+        with path.open("rb") as f:
+            got = pickle.load(f)
+        if got.get("key") == key:
+            saved = got["claims"]
+    t0 = time.perf_counter()
+    fresh = 0
+    for i, c in enumerate(claims):
+        if c.id not in saved:
+            r = chain.retriever.retrieve(c.text, k=K, mode="hybrid", mmr=False)
+            bm25 = chain.retriever.retrieve(c.text, k=K, mode="bm25", mmr=False).sources
+            saved[c.id] = (r.sources, r.relevant, bm25, chain.encoder.encode_query(c.text))
+            fresh += 1
+            if fresh % 25 == 0:
+                _save(path, {"key": key, "claims": saved})
+        if i % 50 == 0:
+            log(f"retrieved {i}/{len(claims)} ({fresh} this run)")
+    _save(path, {"key": key, "claims": saved})
+    for c in claims:
+        c.citeqa, c.relevant, c.bm25, _ = saved[c.id]
+    return time.perf_counter() - t0 if fresh else 0.0
+
+
+def prepare(
+    data_dir: Path,
+    claims_path: Path,
+    corpus_path: Path,
+    log: Any = print,
+    *,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> Prepared:
+    """Retrieval for every claim and the similarity of every sentence it judges. Each
+    stage is kept under `data_dir` as it goes: a killed run resumes where it was."""
     from ingest.job import IngestJob
     from rag.chain import build_chain
+    from rag.encode.embeddings import make_embeddings
     from rag.settings import Settings
 
     cache = data_dir / "claims-prepared.pkl"
-    key = (claims_path.stat().st_mtime_ns, corpus_path.stat().st_mtime_ns, C.__file__)
+    key = (claims_path.stat().st_mtime_ns, corpus_path.stat().st_mtime_ns, C.__file__, limit)
     if cache.is_file():
         with cache.open("rb") as f:
             saved = pickle.load(f)
         if saved.get("key") == key:
             return saved["prepared"]  # type: ignore[no-any-return]
     settings = Settings(data_dir=data_dir)
-    chain = build_chain(settings)
+    chain = build_chain(settings, embeddings=make_embeddings(settings, threads=threads))
     IngestJob(chain.retriever.store, chain.retriever.embeddings, settings, progress=False).run(
         [str(corpus_path)], prune=True
     )
@@ -174,34 +282,39 @@ def prepare(data_dir: Path, claims_path: Path, corpus_path: Path, log: Any = pri
         if line.strip():
             row = json.loads(line)
             corpus[row["id"]] = row
-    claims = load_claims(claims_path)
-    t0 = time.perf_counter()
-    for i, c in enumerate(claims):
-        r = chain.retriever.retrieve(c.text, k=K, mode="hybrid", mmr=False)
-        c.citeqa, c.relevant = r.sources, r.relevant
-        c.bm25 = chain.retriever.retrieve(c.text, k=K, mode="bm25", mmr=False).sources
-        if i % 100 == 0:
-            log(f"retrieved {i}/{len(claims)}")
-    seconds = time.perf_counter() - t0
-    enc = chain.encoder
+    claims = load_claims(claims_path)[:limit]
+    seconds = _retrieve_all(chain, claims, data_dir / "claims-retrieval.pkl", key[:3], log)
+    vectors: dict[int, np.ndarray] = {}
+    with (data_dir / "claims-retrieval.pkl").open("rb") as f:
+        for cid, row in pickle.load(f)["claims"].items():
+            vectors[cid] = row[3]
+    # Every paper judged or scored, our sentences and the corpus's gold sentences.
+    ours: dict[str, list[C.Sentence]] = {}
+    wanted: dict[tuple[str, str], Sequence[str]] = {}
+    for c in claims:
+        for src in c.citeqa[:VERIFY_K] + c.bm25[:BASELINE_K]:
+            if src.paper_id not in ours:
+                ours[src.paper_id] = C.sentences_of(src)
+                wanted[(src.paper_id, "ours")] = [s.text for s in ours[src.paper_id]]
+        for pid in c.evidence:
+            wanted[(pid, "gold")] = corpus[pid]["sentences"]
+    store = SentenceVectors(data_dir / "claims-sentences", chain.encoder, settings.embedding.model)
+    store.fill(wanted, log)
     gold_sentences, sentence_texts, sims, gold_sims = {}, {}, {}, {}
-    for i, c in enumerate(claims):
-        qv = enc.encode_query(c.text)
-        papers = {s.paper_id: s for s in c.citeqa[:VERIFY_K] + c.bm25[:BASELINE_K]}
-        for pid, src in papers.items():
-            sents = C.sentences_of(src)
-            sims[(c.id, pid)] = enc.encode([s.text for s in sents]) @ qv if sents else np.zeros(0)
-        for pid in set(c.evidence) | set(papers):
+    for c in claims:
+        qv = vectors[c.id]
+        papers = {s.paper_id for s in c.citeqa[:VERIFY_K] + c.bm25[:BASELINE_K]}
+        for pid in papers:
+            texts = wanted[(pid, "ours")]
+            sims[(c.id, pid)] = store.get((pid, "ours"), texts) @ qv if texts else np.zeros(0)
+        for pid in set(c.evidence) | papers:
             if pid not in gold_sentences:
                 gold_sentences[pid] = gold_spans(corpus[pid]["abstract"], corpus[pid]["sentences"])
                 sentence_texts[pid] = corpus[pid]["sentences"]
         for pid in c.evidence:
-            gold_sims[(c.id, pid)] = enc.encode(sentence_texts[pid]) @ qv
-        if i % 100 == 0:
-            log(f"embedded {i}/{len(claims)}")
+            gold_sims[(c.id, pid)] = store.get((pid, "gold"), sentence_texts[pid]) @ qv
     prepared = Prepared(claims, gold_sentences, sentence_texts, sims, gold_sims, seconds)
-    with cache.open("wb") as f:
-        pickle.dump({"key": key, "prepared": prepared}, f)
+    _save(cache, {"key": key, "prepared": prepared})
     return prepared
 
 
@@ -434,6 +547,7 @@ def evaluate(p: Prepared, log: Any = print) -> dict[str, Any]:
     claims = p.claims
     held: list[dict[str, PaperPrediction]] = [{} for _ in claims]
     label_hits: list[tuple[int, int]] = []  # (gold, predicted) on gold evidence
+    label_probs: list[float] = []  # P(contradicts), held out, for the same rows
     thresholds = []
     for k, test in enumerate(folds(claims)):
         test_set = set(test)
@@ -454,6 +568,7 @@ def evaluate(p: Prepared, log: Any = print) -> dict[str, Any]:
             for r in label_rows(p, c):
                 pr = models.contradicts.probability(r["features"])
                 label_hits.append((r["label"], int(pr >= (models.contradicts.threshold or 0.5))))
+                label_probs.append(pr)
         log(f"fold {k + 1}/{FOLDS}: threshold {models.rationale.threshold}")
     base = [baseline_predictions(p, c) for c in claims]
     gold_lab = np.array(label_hits)
@@ -483,7 +598,45 @@ def evaluate(p: Prepared, log: Any = print) -> dict[str, Any]:
             "contradicts_recall": float((gold_lab[gold_lab[:, 0] == 1, 1] == 1).mean()),
             "majority_class": float(majority),
         },
+        "sure": sure_bounds(gold_lab[:, 0], np.array(label_probs)),
         "fold_thresholds": thresholds,
+    }
+
+
+def sure_bounds(
+    gold: np.ndarray, prob: np.ndarray, precision: float = SURE_PRECISION, least: int = SURE_LEAST
+) -> dict[str, float]:
+    """Where held-out P(contradicts) is sure of a label: `contradicts_from`, the lowest
+    P whose rows at or above it are contradictions at least `precision` of the time,
+    and `supports_below`, the highest P whose rows below it are supports that often
+    (each over at least `least` rows; 1.01 and 0.0, never sure, when none is). A
+    chat answer says its papers disagree only with a paper on each side of these."""
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    con = next(
+        (
+            float(t)
+            for t in grid
+            if (prob >= t).sum() >= least and gold[prob >= t].mean() >= precision
+        ),
+        1.01,
+    )
+    sup = next(
+        (
+            float(t)
+            for t in grid[::-1]
+            if (prob < t).sum() >= least and (1 - gold[prob < t]).mean() >= precision
+        ),
+        0.0,
+    )
+    sel_c, sel_s = prob >= con, prob < sup
+    return {
+        "supports_below": sup,
+        "contradicts_from": con,
+        "precision": precision,
+        "supports_rows": int(sel_s.sum()),
+        "supports_precision": float((1 - gold[sel_s]).mean()) if sel_s.any() else 0.0,
+        "contradicts_rows": int(sel_c.sum()),
+        "contradicts_precision": float(gold[sel_c].mean()) if sel_c.any() else 0.0,
     }
 
 
@@ -533,6 +686,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"{_f(g['contradicts_recall'])}; always-supports {_f(g['majority_class'])}). "
         f"Claims refused by the relevance gate: {_f(r['gate_refused'])}.",
     ]
+    if "sure" in r:
+        x = r["sure"]
+        lines += [
+            "",
+            f"Sure labels (for chat's disagreement note): P(contradicts) below "
+            f"{x['supports_below']} is a support ({x['supports_rows']} sets, "
+            f"{_f(x['supports_precision'])} right), from {x['contradicts_from']} a "
+            f"contradiction ({x['contradicts_rows']} sets, {_f(x['contradicts_precision'])} "
+            "right).",
+        ]
     return "\n".join(lines)
 
 
@@ -556,37 +719,68 @@ def main(argv: list[str] | None = None) -> None:
         help="Retrieval and the label on gold evidence only (`quick`): no sentence "
         "embeddings of the retrieved papers.",
     )
+    ap.add_argument("--limit", type=int, help="Only the first N claims (a slice, to profile).")
+    ap.add_argument(
+        "--threads", type=int, help="The embedder's compute threads (default: every core)."
+    )
+    ap.add_argument(
+        "--points",
+        type=Path,
+        help="Instead: the label read off questions, as chat reads them (a yes/no "
+        "question's point against its paper's conclusion; JSONL with question, "
+        "conclusion and decision, e.g. ../shared/corpus/pubmedqa/dev.jsonl).",
+    )
     args = ap.parse_args(argv)
+    if args.points:
+        print(json.dumps(point_labels(args.points, threads=args.threads), indent=2))
+        return
     if args.quick:
         data_dir = args.data_dir or default_data_dir(args.out, args.corpus)
         print(json.dumps(quick(data_dir, args.claims, args.corpus, args.fit), indent=2))
         return
     data_dir = args.data_dir or default_data_dir(args.out, args.corpus)
-    run(data_dir, args.claims, args.corpus, args.out, args.fit)
+    run(
+        data_dir,
+        args.claims,
+        args.corpus,
+        args.out,
+        args.fit,
+        limit=args.limit,
+        threads=args.threads,
+    )
 
 
-def run(data_dir: Path, claims: Path, corpus: Path, out: Path, fit: bool = False) -> dict[str, Any]:
+def run(
+    data_dir: Path,
+    claims: Path,
+    corpus: Path,
+    out: Path,
+    fit: bool = False,
+    *,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
     import sys
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    p = prepare(data_dir, claims, corpus, log)
+    t0 = time.perf_counter()
+    p = prepare(data_dir, claims, corpus, log, limit=limit, threads=threads)
+    log(f"prepared in {time.perf_counter() - t0:.0f} s")
     report = evaluate(p, log)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval-scifact.json").write_text(json.dumps(report, indent=2))
     (out / "eval-scifact.md").write_text(markdown(report) + "\n")
     print(markdown(report))
     if fit:
         models = fit_models(p, p.claims)
+        models = C.ClaimModels(models.rationale, models.contradicts, report["sure"])
         C.WEIGHTS.write_text(json.dumps(models.to_json(), indent=2) + "\n")
         log(f"wrote {C.WEIGHTS}")
     return report
-
-
-if __name__ == "__main__":
-    main()
 
 
 # -- the parts that need no sentence embeddings of retrieved papers -----------------------
@@ -642,10 +836,11 @@ def quick(data_dir: Path, claims_path: Path, corpus_path: Path, fit: bool = Fals
     from sklearn.model_selection import GroupKFold
 
     y = np.array([r["label"] for r in rows])
-    pred = np.zeros(len(rows))
+    prob = np.zeros(len(rows))
     for train, test in GroupKFold(n_splits=FOLDS).split(rows, groups=[r["group"] for r in rows]):
         m, _ = logistic([rows[i] for i in train], C.LABEL_FEATURES, C_REG)
-        pred[test] = m.probabilities([rows[i]["features"] for i in test]) >= 0.5
+        prob[test] = m.probabilities([rows[i]["features"] for i in test])
+    pred = prob >= 0.5
     report = {
         "claims": len(claims),
         "with_evidence": sum(bool(c.evidence) for c in claims),
@@ -661,12 +856,59 @@ def quick(data_dir: Path, claims_path: Path, corpus_path: Path, fit: bool = Fals
             "contradicts_recall": float((pred[y == 1] == 1).mean()),
             "majority_class": float(max(y.mean(), 1 - y.mean())),
         },
+        "sure": sure_bounds(y, prob),
     }
     if fit:
         contradicts, _ = logistic(rows, C.LABEL_FEATURES, C_REG)
         current = C.load_models(C.WEIGHTS)
         C.WEIGHTS.write_text(
-            json.dumps(C.ClaimModels(current.rationale, contradicts).to_json(), indent=2) + "\n"
+            json.dumps(
+                C.ClaimModels(current.rationale, contradicts, report["sure"]).to_json(), indent=2
+            )
+            + "\n"
         )
         log(f"wrote {C.WEIGHTS}")
     return report
+
+
+def point_labels(path: Path, *, threads: int | None = None) -> dict[str, Any]:
+    """The contradiction model as chat uses it (rag/check/disagree.py), on another
+    field: each yes/no question's point (the question as a claim) against its
+    paper's conclusion, whose decision says whether the paper supports ('yes') or
+    contradicts ('no') it. Where held-out-style bands of P(contradicts) would be
+    sure enough for a note, and how often the label is right at 0.5."""
+    from rag.check.disagree import point_of
+    from rag.check.support import SentenceEncoder
+    from rag.encode.embeddings import make_embeddings
+    from rag.settings import Settings
+    from rag.text import sentence_spans
+
+    settings = Settings()
+    enc = SentenceEncoder(make_embeddings(settings, threads=threads))
+    models = C.load_models()
+    gold, prob = [], []
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        point = point_of(row.get("question", ""))
+        if row.get("decision") not in ("yes", "no") or point is None:
+            continue
+        sents = [row["conclusion"][a:b] for a, b in sentence_spans(row["conclusion"])]
+        sim = float((enc.encode(sents) @ enc.encode_query(point)).max())
+        prob.append(models.contradicts.probability(C.label_features(point, sents, sim)))
+        gold.append(int(row["decision"] == "no"))
+    y, p = np.array(gold), np.array(prob)
+    return {
+        "points": len(y),
+        "contradicted_share": float(y.mean()),
+        "accuracy_at_0.5": float(((p >= 0.5) == y).mean()),
+        "bands": {
+            **{f"P>={t}": [int((p >= t).sum()), float(y[p >= t].mean())] for t in (0.5, 0.6, 0.7)},
+            **{f"P<{t}": [int((p < t).sum()), float(1 - y[p < t].mean())] for t in (0.3, 0.2)},
+        },
+        "sure": sure_bounds(y, p),
+        "shipped_sure": dict(models.sure or {}),
+    }
+
+
+if __name__ == "__main__":
+    main()

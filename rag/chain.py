@@ -5,7 +5,8 @@
          [with `reader.enabled`: a model reads the papers where the two steps
           above are unsure, within a time budget: rag/reader/consult.py]
       -> generate (a generator from the registry, streamed, given only those papers)
-      -> finish (verify) -> Answer
+      -> finish (verify; when the cited papers take both sides of the question's point,
+         a note that says so: rag/check/disagree.py) -> Answer
 
 There is one pipeline, and it streams: `QAChain.stream(q)` yields `token` and
 `reset` events as the draft is written, then the verified answer;
@@ -34,9 +35,11 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer.answerable import answering_sources, intent, scored_sources
+from rag.check.disagree import note, sides
 from rag.check.guard import OutputGuard
 from rag.check.support import SentenceEncoder
 from rag.check.verify import verify
+from rag.claims import ClaimModels
 from rag.encode.embeddings import make_embeddings
 from rag.generate import Generator, Generators, GeneratorUnavailable
 from rag.index.store import Store, open_store
@@ -129,6 +132,8 @@ class Parts:
     guard: OutputGuard
     settings: Settings
     reader: Consultation | None = None
+    claims: ClaimModels | None = None
+    """The claim models that read the cited papers' sides (None: the shipped ones)."""
 
 
 def heuristic_rewrite(history: list[tuple[str, str]], question: str) -> str:
@@ -393,6 +398,11 @@ def finish(parts: Parts, s: State) -> Answer:
         draft = Draft(text, fallback.name, False, True, reason)
     checked.counts["guarded"] = guarded  # sentences the output guard removed
     s.timings["verify"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    disagreement = sides(s.standalone, checked.citations, s.answering, parts.encoder, parts.claims)
+    if disagreement is not None:
+        checked.text = f"{checked.text}\n\n{note(disagreement)}"
+    s.timings["disagreement"] = time.perf_counter() - t1
     s.timings["total"] = time.perf_counter() - s.t0
     return Answer(
         answer=checked.text,
@@ -402,6 +412,7 @@ def finish(parts: Parts, s: State) -> Answer:
         degraded_reason="; ".join(r for r in (draft.reason, partial) if r) or None,
         generator=draft.generator,
         verification=checked.counts,
+        disagreement=disagreement,
         timings=s.timings,
         **base,
     )
@@ -491,6 +502,4 @@ def build_chain(
     embeddings = embeddings or make_embeddings(settings)
     retriever = make_retriever(settings, store, embeddings)
     encoder = SentenceEncoder(embeddings)
-    return QAChain(
-        retriever, encoder, settings, Generators(settings, encoder, generators), reader
-    )
+    return QAChain(retriever, encoder, settings, Generators(settings, encoder, generators), reader)

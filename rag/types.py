@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
@@ -198,6 +198,24 @@ class Citation(BaseModel):
         return self.model_dump(mode="json")
 
 
+class Side(BaseModel):
+    """One cited paper's side on an answer's point."""
+
+    n: int = Field(description="Its citation marker [n] in the answer.")
+    paper_id: str
+    label: Literal["supports", "contradicts"]
+    probability: float = Field(description="The claim model's P(its quote contradicts the point).")
+
+
+class Disagreement(BaseModel):
+    """Cited papers on both sides of the answer's point (rag/check/disagree.py)."""
+
+    point: str = Field(description="The point the papers were read against: the question.")
+    supports: list[int] = Field(description="Markers of the cited papers that support it.")
+    contradicts: list[int] = Field(description="Markers of the cited papers that contradict it.")
+    papers: list[Side]
+
+
 class Answer(BaseModel):
     """A cited answer: what `citeqa ask --json`, `POST /v1/chat` and the stream's
     `done` event return (one model for all three)."""
@@ -227,6 +245,12 @@ class Answer(BaseModel):
         "P(answers), supporting sentence, seconds), `changed` (what they changed), "
         "`cut_short` (why reading stopped before every unsure paper was read: the time "
         "budget or the read limit), `error` (the reader failed), `seconds`. Empty otherwise.",
+    )
+    disagreement: Disagreement | None = Field(
+        None,
+        description="When the cited papers take both sides of the answer's point (each "
+        "sure, by the claim model): who supports it and who contradicts it, also said in a "
+        "note closing the answer. None otherwise.",
     )
     timings: dict[str, float] = Field(default_factory=dict)
 

@@ -20,9 +20,8 @@ from tests.helpers import sse_events
 FIXTURE = Path(__file__).with_name("data") / "scifact-fixture.jsonl"
 # SciFact training claims over the fixture's papers, with the paper that says so.
 CONTRADICTED = (
-    "A country's Vaccine Alliance (GAVI) eligibility is not indictivate of accelerated "
-    "adoption of the Hub vaccine.",
-    "s2-12428497",
+    "There is a positive correlation between hip fractures and statin use.",
+    "s2-4687948",
 )
 SUPPORTED = (
     "Basophils promote disease development in patients with systemic lupus erythematosus (SLE).",
