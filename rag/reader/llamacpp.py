@@ -11,6 +11,7 @@ read past its budget stops within one batch. One read at a time per process.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import math
 import threading
@@ -118,6 +119,9 @@ class _Model:
                 )
         except (ValueError, OSError, RuntimeError) as exc:
             raise ReaderUnavailable(f"cannot load the GGUF model {path}: {exc}") from exc
+        # Freed before the interpreter tears down llama_cpp's module globals: freed from
+        # Llama.__del__ at exit instead, it raises "'NoneType' object is not callable".
+        atexit.register(self.llm.close)
         llm = self.llm
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
