@@ -91,10 +91,10 @@ class EmbeddingSettings(_Group):
     spin_wait: bool = Field(
         False,
         description="Let the local model's compute threads busy-wait for work between "
-        "steps (onnxruntime's spinning, OpenMP's active wait policy). It saves a few per "
-        "cent on an idle machine and costs several times that when other jobs share the "
-        "cores: with two jobs on 2 cores, embedding the sample took 17 s spinning against "
-        "3.4 s waiting passively (`python -m evals.bench.contention`).",
+        "steps (onnxruntime's spinning, OpenMP's active wait policy). Alone on an idle "
+        "2-core machine spinning is faster (a query's embedding and tokens 9.2 ms against "
+        "13.7); with another job on the cores it is several times slower (sample chunks "
+        "14.2 s against 2.9 with two jobs at once). `python -m evals.bench.contention`.",
     )
 
 

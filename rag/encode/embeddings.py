@@ -97,6 +97,10 @@ class LocalEmbeddings(Embeddings):
         self.model_path = model_path
         self.spin_wait = spin_wait
         """Threads busy-wait between steps (settings: embedding.spin_wait)."""
+        if not spin_wait:
+            # OpenMP reads its wait policy once, when torch first loads: set it now, before
+            # anything else in the process (a LangChain baseline, say) imports torch.
+            passive_openmp()
         self.threads = threads
         """Compute threads of one forward pass (None: every core); a Ray embedding
         actor sets it to the CPUs it was given, so actors on one machine do not
@@ -167,9 +171,6 @@ class LocalEmbeddings(Embeddings):
                 # Weights come from disk; make any accidental hub call fail fast.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                # OpenMP reads its wait policy once, when torch first loads it.
-                if not self.spin_wait:
-                    passive_openmp()
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
