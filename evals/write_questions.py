@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from rag.reader.llamacpp import _load
+    from rag.reader.llamacpp import load_model
     from rag.reader.models import MODELS, model_path
     from rag.settings import get_settings
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    llm = _load(str(gguf), 2048, args.threads, False).llm
+    llm = load_model(str(gguf), 2048, args.threads, False).llm
     meta = {
         "model": args.model,
         "model_sha256": MODELS[args.model].sha256[:16] if args.model in MODELS else None,

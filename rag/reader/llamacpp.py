@@ -187,7 +187,9 @@ class _Model:
 
 
 @lru_cache(maxsize=2)
-def _load(path: str, n_ctx: int, threads: int | None, repack: bool) -> _Model:
+def load_model(path: str, n_ctx: int, threads: int | None, repack: bool) -> _Model:
+    """The GGUF at `path`, loaded once per process for these parameters (readers and
+    `evals.write_questions` share it)."""
     return _Model(path, n_ctx, threads, repack)
 
 
@@ -205,7 +207,7 @@ class LlamaCppReader:
         reason = missing_reason(self.path, self.model_name)
         if reason:
             raise ReaderUnavailable(reason)
-        return _load(str(self.path), self.n_ctx, self.threads, self.repack)
+        return load_model(str(self.path), self.n_ctx, self.threads, self.repack)
 
     def read(
         self,
