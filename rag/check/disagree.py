@@ -52,11 +52,13 @@ def sides(
     point = point_of(question)
     if point is None or models.sure is None:
         return None
+    below, above = models.sure["supports_below"], models.sure["contradicts_from"]
+    if below <= 0.0 or above > 1.0:  # no probability is sure of a side: judge nothing
+        return None
     marker = {c.paper_id: c.n for c in citations}
     cited = [s for s in sources if s.paper_id in marker]
     if len(cited) < 2:
         return None
-    below, above = models.sure["supports_below"], models.sure["contradicts_from"]
     papers = []
     for j in judge_papers(point, cited, encoder, models):
         if j.label == NEI:
